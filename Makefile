@@ -1,0 +1,48 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+# Both create .venv when missing and install the package with its dev extras;
+# Debian packages are installed when running as root, otherwise the exact
+# apt-get line is printed.
+
+VENV    := .venv
+BIN     := $(VENV)/bin
+PYTHON  ?= python3
+STAMP   := $(VENV)/.installed
+# espeak-ng: speech out (pyttsx3 drives libespeak-ng) and test calls; sox: test-call channels;
+# libportaudio2: the sound-card softphone; libsndfile1: WAV codecs
+DEBS    := espeak-ng libespeak-ng1 sox libsox-fmt-base libportaudio2 libsndfile1
+EXAMPLES := $(wildcard examples/calls/*.wav)
+
+.PHONY: run test setup debs bench corpus clean
+
+run: setup
+	$(BIN)/voicebot replay $(EXAMPLES)
+
+test: setup
+	$(BIN)/pytest -q
+
+setup: debs $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+debs:
+	@missing=""; for p in $(DEBS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages; run:"; echo "  sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+
+bench: setup
+	$(BIN)/python bench/replay_speed.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

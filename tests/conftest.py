@@ -1,0 +1,51 @@
+"""Guards for every async test: no leaked tasks, no blocking calls on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+#: a callback holding the loop longer than this is a blocking call that belongs in an executor
+SLOW_CALLBACK_S = 0.3
+
+
+class _SlowCallbacks(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if msg.startswith("Executing") and " took " in msg:
+            self.seen.append(msg)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("asyncio") is not None and "loop_guard" not in item.fixturenames:
+            item.fixturenames.append("loop_guard")
+
+
+@pytest.fixture
+async def loop_guard(request):
+    """Fail a test that leaves tasks running or blocks the loop."""
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = SLOW_CALLBACK_S
+    handler = _SlowCallbacks()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(handler)
+    before = asyncio.all_tasks()
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    leaked = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()]
+    for t in leaked:
+        t.cancel()
+    if leaked:
+        pytest.fail(f"test leaked {len(leaked)} task(s): {[t.get_coro() for t in leaked]}")
+    if handler.seen and "allow_slow_callbacks" not in request.keywords:
+        pytest.fail("blocking call on the event loop: " + handler.seen[0])

@@ -1,0 +1,3 @@
+"""voicebot: an offline voice-bot telephony service."""
+
+__version__ = "0.1.0"

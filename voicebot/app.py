@@ -1,0 +1,76 @@
+"""Building what every call shares, once per process, from the settings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import date
+from typing import AsyncIterator, Callable
+
+from voicebot.asr.grammar import GrammarSet
+from voicebot.asr.select import open_engine
+from voicebot.calls.listener import ListenerConfig
+from voicebot.calls.session import CallRecorder, SessionServices
+from voicebot.config import Settings
+from voicebot.dialogue import fields as formfields
+from voicebot.dialogue.policy import Policy
+from voicebot.dialogue.scenario import Scenario, load_scenario
+from voicebot.audio.vad import EndpointerConfig
+from voicebot.tts.cache import PromptCache
+from voicebot.tts.espeak import EspeakSynthesizer
+
+log = logging.getLogger("voicebot")
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    settings: Settings
+    scenario: Scenario
+    services: SessionServices
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings, recorder: CallRecorder, *, workers: int = 4,
+                       today: date | None = None) -> AsyncIterator[Runtime]:
+    """Load scenario, grammars, recognizer and synthesizer; close them on exit."""
+    loop = asyncio.get_running_loop()
+    scenario = load_scenario(settings.scenario)
+    grammars = GrammarSet.load(settings.asr.grammars_dir)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voicebot-engine") as executor:
+        def run_blocking(fn: Callable, *args: object) -> asyncio.Future:
+            return loop.run_in_executor(executor, fn, *args)
+
+        engine = await run_blocking(lambda: open_engine(
+            settings.asr.engine, vosk_model=settings.asr.vosk_model, models_dir=settings.asr.models_dir,
+            grammars=grammars, open_sentences=scenario.open_speech_sentences(),
+            max_alternatives=settings.asr.max_alternatives,
+        ))
+        synth = await run_blocking(lambda: EspeakSynthesizer(
+            settings.sample_rate_hz, voice=settings.tts.voice, rate_wpm=settings.tts.rate_wpm))
+        prompts = PromptCache(synth, max_items=settings.tts.cache_items)
+        await run_blocking(prompts.warm, scenario.static_prompts())
+        listen = settings.listen
+        services = SessionServices(
+            engine=engine,
+            prompts=prompts,
+            policy=Policy(scenario, today=today),
+            recorder=recorder,
+            run_blocking=run_blocking,
+            completeness=formfields.is_complete,
+            listener_config=ListenerConfig(
+                endpointer=EndpointerConfig(
+                    aggressiveness=listen.vad_aggressiveness, end_silence_ms=listen.end_silence_ms,
+                    min_speech_ms=listen.min_speech_ms,
+                ),
+                complete_pause_ms=listen.complete_pause_ms,
+            ),
+        )
+        try:
+            yield Runtime(settings, scenario, services)
+        finally:
+            close = getattr(engine, "close", None)
+            if close is not None:
+                await run_blocking(close)

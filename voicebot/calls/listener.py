@@ -1,0 +1,144 @@
+"""Caller audio in, caller events out: endpointing, in-band DTMF, streaming ASR.
+
+Only speech reaches the recognizer. Recognizer calls block, so they run in an
+executor, batched so that the hop costs little next to the decoding itself.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Awaitable, Callable, TypeVar
+
+from voicebot.asr.base import Recognition, RecognizerStream
+from voicebot.audio.dtmf import DtmfDetector
+from voicebot.audio.vad import Endpointer, EndpointerConfig, SpeechAudio, SpeechEnd, SpeechStart
+from voicebot.events import AudioFrame, CallerEvent, DtmfKey, Listen, SpeechStarted, Utterance
+
+T = TypeVar("T")
+RunBlocking = Callable[..., Awaitable]
+#: (kind, partial transcript) -> the answer is complete, stop listening
+Completeness = Callable[[str, str], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerConfig:
+    endpointer: EndpointerConfig = EndpointerConfig()
+    #: speech is handed to the recognizer in batches of this size
+    asr_batch_ms: int = 100
+    #: pause after a complete answer before the turn ends early
+    complete_pause_ms: int = 100
+
+
+@dataclass(slots=True)
+class TurnTiming:
+    """Wall-clock work done for the last utterance, for latency accounting."""
+
+    endpoint_wall_s: float = 0.0
+    asr_wall_s: float = 0.0
+
+
+class Listener:
+    def __init__(
+        self,
+        stream: RecognizerStream,
+        sample_rate_hz: int,
+        run_blocking: RunBlocking,
+        completeness: Completeness,
+        config: ListenerConfig = ListenerConfig(),
+    ) -> None:
+        self._stream = stream
+        self._run = run_blocking
+        self._complete = completeness
+        self._cfg = config
+        self._endpointer = Endpointer(sample_rate_hz, config=config.endpointer)
+        self._dtmf = DtmfDetector(sample_rate_hz)
+        self._batch_bytes = sample_rate_hz * config.asr_batch_ms // 1000 * 2
+        self._expect = Listen("menu")
+        self._grammar_set: str | None = None
+        self._pending = bytearray()
+        self._speech_start_s = 0.0
+        self._complete_at_s: float | None = None
+        self.timing = TurnTiming()
+        #: seconds spent inside the recognizer, for the benchmark
+        self.asr_busy_s = 0.0
+
+    def expect(self, listen: Listen) -> None:
+        """The next utterance answers this question."""
+        self._expect = listen
+
+    @property
+    def in_speech(self) -> bool:
+        return self._endpointer.in_speech
+
+    async def on_frame(self, frame: AudioFrame) -> list[CallerEvent]:
+        events: list[CallerEvent] = []
+        for tone in self._dtmf.process(frame.pcm, frame.start_s):
+            events.append(DtmfKey(tone.digit, tone.start_s))
+        self._endpointer.suspend(self._dtmf.tone_active)
+        for ep in self._endpointer.process(frame.pcm, frame.start_s):
+            events += await self._on_endpoint(ep)
+        if self._complete_at_s is not None and self._endpointer.in_speech:
+            if frame.end_s - self._endpointer.last_voiced_end_s >= self._cfg.complete_pause_ms / 1000:
+                for ep in self._endpointer.force_end(frame.end_s):
+                    events += await self._on_endpoint(ep)
+        return events
+
+    async def flush(self, at_s: float) -> list[CallerEvent]:
+        """The call is ending: whatever the caller was saying still counts."""
+        events: list[CallerEvent] = []
+        for ep in self._endpointer.flush(at_s):
+            events += await self._on_endpoint(ep)
+        return events
+
+    async def _on_endpoint(self, ep: SpeechStart | SpeechAudio | SpeechEnd) -> list[CallerEvent]:
+        if isinstance(ep, SpeechStart):
+            self._speech_start_s = ep.at_s
+            self._complete_at_s = None
+            self._pending = bytearray(ep.pcm)
+            grammar = None if self._expect.grammar == "menu" else self._expect.grammar
+            if grammar != self._grammar_set:
+                await self._timed(self._stream.set_grammar, grammar)
+                self._grammar_set = grammar
+            return [SpeechStarted(ep.at_s)]
+        if isinstance(ep, SpeechAudio):
+            self._pending += ep.pcm
+            if len(self._pending) >= self._batch_bytes:
+                await self._feed()
+            return []
+        self.timing = TurnTiming(endpoint_wall_s=time.perf_counter())
+        t0 = self.asr_busy_s
+        recognition: Recognition = await self._timed(self._finish)
+        self.timing.asr_wall_s = self.asr_busy_s - t0
+        self._complete_at_s = None
+        return [Utterance(recognition.alternatives, self._speech_start_s, ep.at_s)]
+
+    async def _feed(self) -> None:
+        pcm, self._pending = bytes(self._pending), bytearray()
+        kind = self._expect.complete
+        if kind is None:
+            await self._timed(self._stream.accept, pcm)
+            return
+        partial = await self._timed(self._accept_and_peek, pcm)
+        if self._complete_at_s is None and self._complete(kind, partial):
+            self._complete_at_s = self._endpointer.last_voiced_end_s
+
+    def _accept_and_peek(self, pcm: bytes) -> str:
+        self._stream.accept(pcm)
+        return self._stream.partial()
+
+    def _finish(self) -> Recognition:
+        if self._pending:
+            self._stream.accept(bytes(self._pending))
+            self._pending = bytearray()
+        return self._stream.finish()
+
+    async def _timed(self, fn: Callable[..., T], *args: object) -> T:
+        def timed() -> T:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                self.asr_busy_s += time.perf_counter() - t0
+
+        return await self._run(timed)

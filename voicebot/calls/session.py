@@ -1,0 +1,287 @@
+"""One call, whatever carries it: transport -> listener -> policy -> speaker.
+
+Replayed WAVs, SIP calls and the sound card all run through ``CallSession``.
+The session is driven by the transport's 20 ms frames: every timer is checked
+against the session clock when a frame arrives, so a replay on a virtual clock
+takes the same decisions as a live call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import Protocol
+
+from voicebot.asr.base import RecognizerEngine
+from voicebot.calls.listener import Completeness, Listener, ListenerConfig, RunBlocking
+from voicebot.calls.report import CallReport, Turn
+from voicebot.calls.speaker import PlayoutIdle, PromptEnded, PromptStarted, Speaker, SpeakerEvent
+from voicebot.clock import Clock
+from voicebot.dialogue.policy import DialogueState, Policy
+from voicebot.events import (
+    Action, AudioFrame, CallerEvent, CallerHungUp, CallStarted, DtmfKey, DtmfTimeout, DtmfTone, EndCall,
+    IntakeForm, IntakeSubmitted, Listen, NoInput, RecognizedIntent, SaveIntake, Say, SpeechStarted, SubmitIntake,
+    Transfer, TransportHangup, Utterance,
+)
+from voicebot.transports.base import Transport
+
+log = logging.getLogger("voicebot.calls")
+
+
+class PromptRenderer(Protocol):
+    sample_rate_hz: int
+
+    def render(self, text: str) -> bytes:
+        """Blocking: synthesize (or fetch from cache) int16 PCM at ``sample_rate_hz``."""
+
+
+class CallRecorder(Protocol):
+    """Where a call's record goes while it happens (memory for replay, the store for live calls)."""
+
+    async def call_started(self, report: CallReport) -> None: ...
+
+    async def turn_added(self, report: CallReport, turn: Turn) -> None: ...
+
+    async def intake_saved(self, report: CallReport, intake: IntakeForm) -> None: ...
+
+    async def submit_intake(self, report: CallReport, intake: IntakeForm) -> str:
+        """Store a submitted form; returns its reference number."""
+
+    async def call_ended(self, report: CallReport) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionServices:
+    """What every call shares: engines, the dialogue, the record keeper."""
+
+    engine: RecognizerEngine
+    prompts: PromptRenderer
+    policy: Policy
+    recorder: CallRecorder
+    run_blocking: RunBlocking
+    completeness: Completeness
+    listener_config: ListenerConfig = ListenerConfig()
+
+
+@dataclass(slots=True)
+class _AwaitingReply:
+    speech_end_s: float
+    endpoint_wall_s: float
+    compute_s: float | None = None
+
+
+class CallSession:
+    def __init__(self, services: SessionServices, transport: Transport, clock: Clock, name: str,
+                 call_id: str | None = None) -> None:
+        self._svc = services
+        self._transport = transport
+        self._clock = clock
+        self.report = CallReport(call=name, call_id=call_id or uuid.uuid4().hex[:12],
+                                 caller_id=transport.caller_id, engine=services.engine.name)
+        self._state: DialogueState = services.policy.initial_state()
+        self._speaker_events: deque[SpeakerEvent] = deque()
+        self._speaker = Speaker(transport.sample_rate_hz, self._speaker_events.append)
+        self._listen = Listen("menu")
+        self._no_input_at: float | None = None
+        self._interdigit_at: float | None = None
+        self._deferred: list[Utterance] = []
+        self._events: deque[CallerEvent] = deque()
+        self._finishing: Action | None = None
+        self._awaiting: _AwaitingReply | None = None
+        self._bot_turns: dict[tuple[str, float], Turn] = {}
+        self.asr_busy_s = 0.0
+
+    @property
+    def speaker(self) -> Speaker:
+        return self._speaker
+
+    async def run(self) -> CallReport:
+        svc = self._svc
+        self.report.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        stream = await svc.run_blocking(svc.engine.open_stream)
+        listener = Listener(stream, self._transport.sample_rate_hz, svc.run_blocking, svc.completeness,
+                            svc.listener_config)
+        self._listener = listener
+        try:
+            await svc.recorder.call_started(self.report)
+            self._transport.attach(self._speaker)
+            await self._dispatch(CallStarted(self._clock.now_s(), self._transport.caller_id))
+            await self._loop(listener)
+        finally:
+            self.asr_busy_s = listener.asr_busy_s
+            self._speaker.stop(self._clock.now_s())
+            await self._drain_speaker_events()
+            await svc.run_blocking(stream.close)
+            self.report.duration_s = self._clock.now_s()
+            self.report.ended_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            await svc.recorder.call_ended(self.report)
+        return self.report
+
+    async def _loop(self, listener: Listener) -> None:
+        async for item in self._transport.receive():
+            await self._drain_speaker_events()
+            if self._finishing is not None:
+                if isinstance(item, TransportHangup) or not self._speaker.busy:
+                    await self._finish()
+                    return
+                continue
+            await self._fire_timers(self._clock.now_s())
+            if isinstance(item, AudioFrame):
+                for ev in await listener.on_frame(item):
+                    await self._on_caller_event(ev)
+            elif isinstance(item, DtmfTone):
+                await self._on_caller_event(DtmfKey(item.digit, item.start_s))
+            elif isinstance(item, TransportHangup):
+                for ev in await listener.flush(item.at_s):
+                    await self._on_caller_event(ev)
+                await self._answer_deferred()
+                await self._dispatch(CallerHungUp(item.at_s))
+                if self._finishing is None:
+                    self.report.outcome = "abandoned"
+                return
+            if self._finishing is not None and not self._speaker.busy:
+                await self._finish()
+                return
+
+    async def _finish(self) -> None:
+        action = self._finishing
+        if isinstance(action, Transfer):
+            await self._transport.transfer(action)
+        else:
+            await self._transport.hangup()
+
+    # ------------------------------------------------------------------ caller side
+
+    async def _on_caller_event(self, ev: CallerEvent) -> None:
+        if self._finishing is not None:
+            return
+        if isinstance(ev, SpeechStarted):
+            self._no_input_at = None
+            self._speaker.barge_in(ev.at_s)
+            await self._drain_speaker_events()
+        elif isinstance(ev, Utterance):
+            if self._speaker.holding_floor:
+                self._deferred.append(ev)
+            else:
+                await self._caller_turn(ev)
+        elif isinstance(ev, DtmfKey):
+            self._no_input_at = None
+            self._speaker.barge_in(ev.at_s)
+            await self._drain_speaker_events()
+            self._add_dtmf_turn(ev)
+            if self._listen.interdigit_s is not None and ev.digit != "#":
+                self._interdigit_at = ev.at_s + self._listen.interdigit_s
+            else:
+                self._interdigit_at = None
+            self._awaiting = _AwaitingReply(ev.at_s, time.perf_counter())
+            await self._dispatch(ev)
+
+    async def _caller_turn(self, utt: Utterance) -> None:
+        turn = Turn("caller", utt.text, utt.start_s, utt.end_s, confidence=utt.confidence)
+        await self._add_turn(turn)
+        self._awaiting = _AwaitingReply(utt.end_s, self._listener.timing.endpoint_wall_s)
+        await self._dispatch(utt)
+
+    def _add_dtmf_turn(self, key: DtmfKey) -> None:
+        last = self.report.turns[-1] if self.report.turns else None
+        if last and last.speaker == "caller" and last.text.startswith("[DTMF ") and key.at_s - last.end_s < 5.0:
+            last.text = last.text[:-1] + key.digit + "]"
+            last.end_s = key.at_s
+        else:
+            self.report.turns.append(Turn("caller", f"[DTMF {key.digit}]", key.at_s, key.at_s, confidence=1.0))
+
+    async def _fire_timers(self, now_s: float) -> None:
+        if self._interdigit_at is not None and now_s >= self._interdigit_at:
+            self._interdigit_at = None
+            await self._dispatch(DtmfTimeout(now_s))
+        if self._no_input_at is not None and now_s >= self._no_input_at and not self._listener.in_speech:
+            self._no_input_at = None
+            await self._dispatch(NoInput(now_s))
+
+    # ------------------------------------------------------------------ policy
+
+    async def _dispatch(self, event: CallerEvent) -> None:
+        self._events.append(event)
+        await self._run_events()
+
+    async def _run_events(self) -> None:
+        while self._events:
+            event = self._events.popleft()
+            self._state, actions = self._svc.policy.step(self._state, event)
+            for action in actions:
+                await self._act(action)
+
+    async def _act(self, action: Action) -> None:
+        svc = self._svc
+        match action:
+            case Say():
+                pcm = await svc.run_blocking(svc.prompts.render, action.text)
+                if self._awaiting is not None and self._awaiting.compute_s is None:
+                    self._awaiting.compute_s = time.perf_counter() - self._awaiting.endpoint_wall_s
+                self._speaker.queue(action, pcm)
+            case Listen():
+                self._listen = action
+                self._listener.expect(action)
+                self._interdigit_at = None
+                self._no_input_at = None if self._speaker.busy else self._clock.now_s() + action.no_input_s
+            case RecognizedIntent():
+                last = next((t for t in reversed(self.report.turns) if t.speaker == "caller"), None)
+                if last is not None:
+                    last.intent, last.confidence, last.counted = action.intent, action.confidence, action.counted
+            case SaveIntake():
+                self.report.intake = action.intake
+                await svc.recorder.intake_saved(self.report, action.intake)
+            case SubmitIntake():
+                reference = await svc.recorder.submit_intake(self.report, action.intake)
+                self.report.intake = replace(action.intake, reference=reference)
+                self._events.append(IntakeSubmitted(reference, self._clock.now_s()))
+            case Transfer():
+                self.report.transfer = action
+                self.report.outcome = "transferred"
+                self._finishing = action
+            case EndCall():
+                self.report.outcome = action.outcome
+                self._finishing = action
+
+    # ------------------------------------------------------------------ bot side
+
+    async def _drain_speaker_events(self) -> None:
+        while self._speaker_events:
+            ev = self._speaker_events.popleft()
+            if isinstance(ev, PromptStarted):
+                turn = Turn("bot", ev.text, ev.at_s, ev.at_s)
+                self._bot_turns[(ev.text, ev.at_s)] = turn
+                await self._add_turn(turn)
+                self._measure_latency(ev.at_s)
+            elif isinstance(ev, PromptEnded):
+                turn = self._bot_turns.pop((ev.text, ev.start_s), None)
+                if turn is not None:
+                    turn.end_s, turn.interrupted = ev.end_s, ev.interrupted
+            elif isinstance(ev, PlayoutIdle):
+                if self._finishing is None:
+                    self._no_input_at = ev.at_s + self._listen.no_input_s
+                    await self._answer_deferred()
+
+    async def _answer_deferred(self) -> None:
+        """Speech heard during a protected prompt is answered once the prompt is over."""
+        deferred, self._deferred = self._deferred, []
+        for utt in deferred:
+            await self._caller_turn(utt)
+
+    def _measure_latency(self, reply_start_s: float) -> None:
+        waiting, self._awaiting = self._awaiting, None
+        if waiting is None:
+            return
+        latency_s = reply_start_s - waiting.speech_end_s
+        if self._clock.virtual:
+            # Virtual time stands still while we compute; a live caller would wait for it.
+            latency_s += waiting.compute_s or 0.0
+        self.report.latency_ms.append(latency_s * 1000)
+
+    async def _add_turn(self, turn: Turn) -> None:
+        self.report.turns.append(turn)
+        await self._svc.recorder.turn_added(self.report, turn)

@@ -1,0 +1,178 @@
+"""The ``voicebot`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from voicebot import __version__
+from voicebot.config import Settings, load_settings
+from voicebot.errors import VoicebotError
+
+log = logging.getLogger("voicebot")
+
+#: exit codes
+OK, FAILED, BAD_INPUT = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr,
+    )
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return BAD_INPUT
+    try:
+        return args.run(args)
+    except VoicebotError as e:
+        print(f"voicebot: {e}", file=sys.stderr)
+        return BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="voicebot", description="Offline voice-bot telephony service.")
+    p.add_argument("--version", action="version", version=f"voicebot {__version__}")
+    p.add_argument("-c", "--config", type=Path, help="TOML settings file (default: $VOICEBOT_CONFIG)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv for debug)")
+    sub = p.add_subparsers(title="commands")
+
+    r = sub.add_parser("replay", help="replay recorded calls (WAV, caller side) through the bot")
+    r.add_argument("files", nargs="+", metavar="FILE")
+    r.add_argument("--json", action="store_true", help="one JSON report per call per line on stdout")
+    r.add_argument("--out", type=Path, metavar="DIR", help="write a stereo WAV (caller left, bot right) and JSON per call")
+    r.add_argument("--expect", type=Path, metavar="SPEC.json", help="check each call against its expect block")
+    r.add_argument("--realtime", action="store_true", help="pace the replay at real time")
+    r.add_argument("--channel", type=int, default=0, help="caller channel of stereo files (default 0)")
+    r.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="calls replayed at once")
+    _engine_options(r)
+    r.set_defaults(run=_cmd_replay)
+
+    m = sub.add_parser("models", help="speech recognition models")
+    msub = m.add_subparsers(title="models commands")
+    md = msub.add_parser("download", help="download a Vosk model into models/")
+    md.add_argument("name", help="e.g. vosk-model-small-en-us-0.15")
+    md.add_argument("--force", action="store_true", help="replace an existing model")
+    md.add_argument("--catalog-url", default=None, help=argparse.SUPPRESS)
+    md.set_defaults(run=_cmd_models_download)
+    ml = msub.add_parser("list", help="list installed models")
+    ml.set_defaults(run=_cmd_models_list)
+
+    s = sub.add_parser("synth", help="synthesize test calls from a call spec (needs espeak-ng)")
+    s.add_argument("spec", type=Path)
+    s.add_argument("outdir", type=Path)
+    s.set_defaults(run=_cmd_synth)
+    return p
+
+
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--engine", choices=["auto", "vosk", "pocketsphinx"], help="speech recognizer (default auto)")
+    p.add_argument("--vosk-model", type=Path, help="Vosk model directory")
+    p.add_argument("--scenario", type=Path, help="scenario file (default scenarios/benefits.toml)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config, overrides={
+        ("asr", "engine"): getattr(args, "engine", None),
+        ("asr", "vosk_model"): getattr(args, "vosk_model", None),
+        ("scenario",): getattr(args, "scenario", None),
+    })
+
+
+# --------------------------------------------------------------------------- replay
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from voicebot.expect import load_expectations
+
+    settings = _settings(args)
+    expectations = load_expectations(args.expect) if args.expect else None
+    return asyncio.run(_replay(args, settings, expectations))
+
+
+async def _replay(args: argparse.Namespace, settings: Settings, expectations: dict[str, dict] | None) -> int:
+    from tqdm import tqdm
+
+    from voicebot.app import open_runtime
+    from voicebot.calls.memory import MemoryRecorder
+    from voicebot.expect import check_report
+    from voicebot.replay import format_transcript, replay_files
+
+    async with open_runtime(settings, MemoryRecorder(), workers=max(2, args.jobs)) as runtime:
+        with tqdm(total=len(args.files), desc="replay", unit="call", file=sys.stderr,
+                  disable=len(args.files) < 2 or None, leave=False) as bar:
+            results = await replay_files(runtime, args.files, jobs=args.jobs, on_done=lambda _: bar.update(),
+                                         channel=args.channel, realtime=args.realtime, out_dir=args.out)
+    passed = failed = bad = 0
+    for res in results:
+        if res.error:
+            print(f"voicebot: {res.error}", file=sys.stderr)
+            bad += 1
+        if res.report is None:
+            continue
+        if args.json:
+            print(json.dumps(res.report, ensure_ascii=False), flush=True)
+        else:
+            print(format_transcript(res.report) + "\n", flush=True)
+        if expectations is not None:
+            cid = Path(res.call).stem
+            if cid not in expectations:
+                problems = [f"no expectation for call id {cid!r} in {args.expect}"]
+            else:
+                problems = check_report(res.report, expectations[cid])
+            if problems:
+                failed += 1
+                for line in problems:
+                    print(f"FAIL {res.call}: {line}", file=sys.stderr if args.json else sys.stdout)
+            else:
+                passed += 1
+    if expectations is not None:
+        print(f"{passed} passed, {failed} failed", file=sys.stderr if args.json else sys.stdout)
+    if bad:
+        return BAD_INPUT
+    return FAILED if failed else OK
+
+
+# --------------------------------------------------------------------------- models, synth
+
+def _cmd_models_download(args: argparse.Namespace) -> int:
+    from voicebot.models import download_model
+
+    settings = _settings(args)
+    kwargs = {"catalog_url": args.catalog_url} if args.catalog_url else {}
+    path = download_model(args.name, settings.asr.models_dir, force=args.force, **kwargs)
+    print(f"installed {args.name} in {path}")
+    return OK
+
+
+def _cmd_models_list(args: argparse.Namespace) -> int:
+    from voicebot.models import list_local_models
+
+    settings = _settings(args)
+    models = list_local_models(settings.asr.models_dir)
+    if not models:
+        print(f"no models in {settings.asr.models_dir} (PocketSphinx's bundled US-English model is used)")
+    for m in models:
+        print(m)
+    return OK
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from voicebot.testing.callgen import build_spec
+
+    for path in build_spec(args.spec, args.outdir):
+        print(path)
+    return OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Typed settings, built once from a TOML file, the environment and the command line."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from voicebot.errors import VoicebotError
+
+#: the checkout (or image) the package runs from: grammars/, scenarios/, models/ live here
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(VoicebotError):
+    """A setting is missing or wrong (one line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AsrSettings:
+    #: auto | vosk | pocketsphinx
+    engine: str = "auto"
+    #: a Vosk model directory; when unset, auto takes the first under models_dir
+    vosk_model: Path | None = None
+    models_dir: Path = PROJECT_ROOT / "models"
+    grammars_dir: Path = PROJECT_ROOT / "grammars"
+    #: alternatives asked of the recognizer per utterance
+    max_alternatives: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class TtsSettings:
+    voice: str | None = None
+    rate_wpm: int = 175
+    cache_items: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class ListenSettings:
+    #: silence that ends a caller's turn
+    end_silence_ms: int = 500
+    #: webrtcvad aggressiveness 0-3
+    vad_aggressiveness: int = 2
+    min_speech_ms: int = 120
+    #: pause after an answer that is already complete (a yes, a whole ID) before the turn ends
+    complete_pause_ms: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    scenario: Path = PROJECT_ROOT / "scenarios" / "benefits.toml"
+    data_dir: Path = PROJECT_ROOT / "data"
+    sample_rate_hz: int = 16000
+    asr: AsrSettings = field(default_factory=AsrSettings)
+    tts: TtsSettings = field(default_factory=TtsSettings)
+    listen: ListenSettings = field(default_factory=ListenSettings)
+
+
+_ENV = {
+    "VOICEBOT_SCENARIO": ("scenario",),
+    "VOICEBOT_DATA_DIR": ("data_dir",),
+    "VOICEBOT_ENGINE": ("asr", "engine"),
+    "VOICEBOT_VOSK_MODEL": ("asr", "vosk_model"),
+    "VOICEBOT_MODELS_DIR": ("asr", "models_dir"),
+    "VOICEBOT_TTS_VOICE": ("tts", "voice"),
+    "VOICEBOT_TTS_RATE": ("tts", "rate_wpm"),
+    "VOICEBOT_END_SILENCE_MS": ("listen", "end_silence_ms"),
+}
+
+
+def load_settings(config_file: Path | None = None, env: Mapping[str, str] | None = None,
+                  overrides: Mapping[tuple[str, ...], Any] | None = None) -> Settings:
+    """File, then environment, then command-line overrides (each a path of attribute names)."""
+    env = os.environ if env is None else env
+    settings = Settings()
+    if config_file is None and env.get("VOICEBOT_CONFIG"):
+        config_file = Path(env["VOICEBOT_CONFIG"])
+    if config_file is not None:
+        try:
+            raw = tomllib.loads(config_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{config_file}: config file not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{config_file}: not valid TOML: {e}") from None
+        settings = _merge(settings, raw, str(config_file))
+    for var, path in _ENV.items():
+        if env.get(var):
+            settings = _set(settings, path, env[var], var)
+    for path, value in (overrides or {}).items():
+        if value is not None:
+            settings = _set(settings, path, value, "--" + path[-1].replace("_", "-"))
+    if settings.asr.engine not in ("auto", "vosk", "pocketsphinx"):
+        raise ConfigError(f"asr engine must be auto, vosk or pocketsphinx, not {settings.asr.engine!r}")
+    return settings
+
+
+def _merge(obj: Any, raw: Mapping[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(obj)}
+    changes = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown setting {key!r} (known: {', '.join(known)})")
+        current = getattr(obj, key)
+        if is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: [{key}] must be a table")
+            changes[key] = _merge(current, value, f"{where} [{key}]")
+        else:
+            changes[key] = _coerce(known[key].type, value, f"{where}: {key}")
+    return replace(obj, **changes)
+
+
+def _set(obj: Any, path: tuple[str, ...], value: Any, where: str) -> Any:
+    head, *rest = path
+    if rest:
+        return replace(obj, **{head: _set(getattr(obj, head), tuple(rest), value, where)})
+    typ = next(f.type for f in fields(obj) if f.name == head)
+    return replace(obj, **{head: _coerce(typ, value, where)})
+
+
+def _coerce(typ: Any, value: Any, where: str) -> Any:
+    t = str(typ)
+    try:
+        if "Path" in t:
+            return Path(value).expanduser() if value not in ("", None) else None
+        if t.startswith("int"):
+            return int(value)
+        if t.startswith("float"):
+            return float(value)
+        if t.startswith("bool"):
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+        return None if value in ("", None) and "None" in t else str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a valid {t}") from None

@@ -1,0 +1,223 @@
+"""The one typed vocabulary that flows between stages of a call.
+
+transport -> listener: AudioFrame, DtmfTone, TransportHangup
+listener/session -> policy: CallerEvent subclasses
+policy -> session: Action subclasses
+
+Audio is always signed 16-bit little-endian mono PCM; times are seconds on the
+session clock (``*_s``), durations carry their unit in the name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+BYTES_PER_SAMPLE = 2
+FRAME_MS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFrame:
+    """20 ms of caller or bot audio, int16 LE mono."""
+
+    pcm: bytes
+    sample_rate_hz: int
+    start_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / BYTES_PER_SAMPLE / self.sample_rate_hz
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + self.duration_s
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfTone:
+    """A key press from the transport: RFC 4733 / SIP INFO, or detected in-band."""
+
+    digit: str
+    start_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class TransportHangup:
+    """The far end went away (BYE, end of WAV, media timeout)."""
+
+    at_s: float
+    cause: str = "caller"
+
+
+TransportItem = Union[AudioFrame, DtmfTone, TransportHangup]
+
+
+# --------------------------------------------------------------------------- recognition
+
+
+@dataclass(frozen=True, slots=True)
+class Alternative:
+    """One entry of an n-best list; confidence in [0, 1]."""
+
+    text: str
+    confidence: float
+
+
+# --------------------------------------------------------------------------- caller events
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    at_s: float
+    caller_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """VAD onset: drives barge-in."""
+
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """A finished caller turn with its n-best list, best first (may be empty)."""
+
+    alternatives: tuple[Alternative, ...]
+    start_s: float
+    end_s: float
+
+    @property
+    def text(self) -> str:
+        return self.alternatives[0].text if self.alternatives else ""
+
+    @property
+    def confidence(self) -> float:
+        return self.alternatives[0].confidence if self.alternatives else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfKey:
+    digit: str
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfTimeout:
+    """No further key within the inter-digit timeout of a digit entry."""
+
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class NoInput:
+    """The caller stayed silent for the no-input timeout after a prompt ended."""
+
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PromptPlayed:
+    """The bot finished playing every queued prompt (or they were cut by barge-in)."""
+
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeSubmitted:
+    """The store accepted a submitted form and gave it a reference."""
+
+    reference: str
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallerHungUp:
+    at_s: float
+
+
+CallerEvent = Union[
+    CallStarted, SpeechStarted, Utterance, DtmfKey, DtmfTimeout, NoInput, PromptPlayed, IntakeSubmitted, CallerHungUp
+]
+
+
+# --------------------------------------------------------------------------- actions
+
+TransferReason = Literal["caller_request", "complex_case", "not_understood"]
+Outcome = Literal["completed", "transferred", "abandoned"]
+IntakeStatus = Literal["submitted", "incomplete"]
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    """Speak a prompt. ``interruptible=False`` keeps it playing through caller speech."""
+
+    text: str
+    interruptible: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """What the caller is expected to say next.
+
+    ``grammar`` names a file in grammars/ (or ``"menu"`` for open speech);
+    ``complete`` names a completeness test the listener may use to end the turn
+    early; ``no_input_s`` arms the no-input timer once prompts finish;
+    ``interdigit_s`` (when set) ends a key entry that stops without '#'.
+    """
+
+    grammar: str
+    complete: str | None = None
+    no_input_s: float = 6.0
+    interdigit_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecognizedIntent:
+    """Bookkeeping for the report: what the caller's last turn meant.
+
+    ``counted`` is False for dialogue acts (goodbye) that are not a request.
+    """
+
+    intent: str | None
+    confidence: float
+    counted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeForm:
+    form: str
+    status: IntakeStatus
+    fields: dict[str, object] = field(default_factory=dict)
+    reference: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveIntake:
+    """Persist the form as it stands (sent after every filled field)."""
+
+    intake: IntakeForm
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitIntake:
+    """Ask the store for a reference; answered with IntakeSubmitted."""
+
+    intake: IntakeForm
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    reason: TransferReason
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class EndCall:
+    """Hang up once the queued prompts have played."""
+
+    outcome: Outcome
+
+
+Action = Union[Say, Listen, RecognizedIntent, SaveIntake, SubmitIntake, Transfer, EndCall]

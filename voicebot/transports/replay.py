@@ -1,0 +1,67 @@
+"""A recorded caller as a transport: each WAV is one call, its end is the hangup.
+
+Time is virtual: every 20 ms frame advances the session clock by 20 ms, and
+bot audio is pulled in step, so the bot channel of the recording lines up
+with the caller's and the call decides as it would in real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import AsyncIterator
+
+import numpy as np
+
+from voicebot.calls.speaker import Speaker
+from voicebot.clock import VirtualClock
+from voicebot.events import FRAME_MS, AudioFrame, Transfer, TransportHangup, TransportItem
+
+
+class ReplayTransport:
+    def __init__(self, samples: np.ndarray, sample_rate_hz: int, clock: VirtualClock, *,
+                 caller_id: str = "replay", realtime: bool = False) -> None:
+        self.sample_rate_hz = sample_rate_hz
+        self.caller_id = caller_id
+        self._samples = samples.astype(np.int16, copy=False)
+        self._clock = clock
+        self._realtime = realtime
+        self._speaker: Speaker | None = None
+        self._bot: list[bytes] = []
+        self.ended_by: str = ""
+
+    def attach(self, speaker: Speaker) -> None:
+        self._speaker = speaker
+
+    async def receive(self) -> AsyncIterator[TransportItem]:
+        n = self.sample_rate_hz * FRAME_MS // 1000
+        frame_s = FRAME_MS / 1000
+        total = len(self._samples)
+        wall0 = time.monotonic()
+        for k, offset in enumerate(range(0, total, n)):
+            t = k * frame_s
+            chunk = self._samples[offset:offset + n]
+            if len(chunk) < n:
+                chunk = np.concatenate([chunk, np.zeros(n - len(chunk), np.int16)])
+            if self._speaker is not None:
+                self._bot.append(self._speaker.pull(n, t))
+            if self._realtime:
+                await asyncio.sleep(max(0.0, wall0 + t + frame_s - time.monotonic()))
+            self._clock.advance_to(t + frame_s)
+            yield AudioFrame(chunk.tobytes(), self.sample_rate_hz, t)
+        yield TransportHangup(total / self.sample_rate_hz)
+
+    async def transfer(self, transfer: Transfer) -> None:
+        self.ended_by = f"transfer:{transfer.queue}"
+
+    async def hangup(self) -> None:
+        self.ended_by = "bot"
+
+    def stereo(self) -> np.ndarray:
+        """Caller left, bot right, time-aligned, as long as the longer side."""
+        bot = np.frombuffer(b"".join(self._bot), dtype=np.int16)
+        length = max(len(self._samples), len(bot))
+        out = np.zeros((length, 2), dtype=np.int16)
+        out[:len(self._samples), 0] = self._samples
+        out[:len(bot), 1] = bot
+        return out
