@@ -1,22 +1,31 @@
 """Intent matching for open speech.
 
 A caller never says the example sentence verbatim, and the recognizer adds its
-own errors, so matching compares meaning-bearing stems, stem pairs and word
-fragments (TF-IDF, cosine) against every example of every intent, and against
-each intent's centroid. Below the scenario's threshold the turn is a no-match.
+own errors. So the matcher learns from the scenario's examples which
+meaning-bearing stems, stem pairs, word fragments and concepts (the scenario's
+synonym classes: "branch", "office" and "address" all say PLACE) point to
+which intent, with a regularised logistic regression that also knows an
+off-topic class. Its probability is the confidence; below the scenario's
+threshold, or off-topic, the turn is a no-match.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Mapping, Sequence
 
+import numpy as np
 import snowballstemmer
+from sklearn.feature_extraction import DictVectorizer
+from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from voicebot.dialogue.scenario import Intent
+
+#: the label of the off-topic class
+NONE = "none"
 
 _CONTRACTIONS = {
     "i'm": "i am", "i'd": "i would", "i've": "i have", "i'll": "i will", "it's": "it is",
@@ -52,76 +61,56 @@ def normalize(text: str) -> list[str]:
 class IntentMatch:
     intent: str | None
     confidence: float
-    #: best score per intent, for diagnostics
+    #: the three most likely classes with their probabilities, for diagnostics
     scores: tuple[tuple[str, float], ...] = ()
 
 
 class IntentMatcher:
-    def __init__(self, intents: Sequence[Intent], threshold: float) -> None:
+    def __init__(self, intents: Sequence[Intent], threshold: float,
+                 concepts: Mapping[str, Sequence[str]] | None = None,
+                 off_topic: Sequence[str] = (), regularisation_c: float = 10.0) -> None:
         self._threshold = threshold
         self._stemmer = snowballstemmer.stemmer("english")
-        labelled = [(i.id, self._features(e)) for i in intents for e in i.examples]
-        docs = Counter(f for _, feats in labelled for f in set(feats))
-        n = len(labelled)
-        self._idf = {f: math.log((1 + n) / (1 + c)) + 1.0 for f, c in docs.items()}
-        # Words never seen in any example still count against similarity.
-        self._unseen_idf = math.log(1 + n) + 1.0
-        self._examples: list[tuple[str, dict[str, float]]] = [
-            (intent, self._vector(feats)) for intent, feats in labelled
-        ]
-        self._centroids: dict[str, dict[str, float]] = {}
-        for intent in dict.fromkeys(i for i, _ in labelled):
-            total: Counter[str] = Counter()
-            for i, vec in self._examples:
-                if i == intent:
-                    total.update(vec)
-            self._centroids[intent] = _unit(total)
+        self._concepts: dict[str, list[str]] = {}
+        for concept, words in (concepts or {}).items():
+            for w in words:
+                for key in {w.lower(), self._stemmer.stemWord(w.lower())}:
+                    self._concepts.setdefault(key, []).append(f"@{concept}")
+        texts = [e for i in intents for e in i.examples] + list(off_topic)
+        labels = [i.id for i in intents for _ in i.examples] + [NONE] * len(off_topic)
+        self._vectorizer = DictVectorizer()
+        x = self._vectorizer.fit_transform([self._features(t) for t in texts])
+        self._model = LogisticRegression(C=regularisation_c, solver="newton-cg", max_iter=1000)
+        # A few hundred examples: BLAS threads only contend with the calls being served.
+        with threadpool_limits(limits=1):
+            self._model.fit(x, labels)
+        self._classes: list[str] = [str(c) for c in self._model.classes_]
+        # multinomial: probabilities are the softmax of these (numpy is cheaper per call than sklearn)
+        self._weights = self._model.coef_.T
+        self._bias = self._model.intercept_
 
     def match(self, text: str) -> IntentMatch:
-        vec = self._vector(self._features(text))
-        if not vec:
+        feats = self._features(text)
+        if not feats:
             return IntentMatch(None, 0.0)
-        best: dict[str, float] = {}
-        for intent, ex in self._examples:
-            s = _dot(vec, ex)
-            if s > best.get(intent, 0.0):
-                best[intent] = s
-        scores = {i: 0.65 * best.get(i, 0.0) + 0.35 * _dot(vec, c) for i, c in self._centroids.items()}
-        ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
-        top, top_score = ranked[0]
-        runner = ranked[1][1] if len(ranked) > 1 else 0.0
-        # A close runner-up means the words fit two intents: be less sure.
-        confidence = round(max(0.0, min(1.0, top_score - 0.5 * max(0.0, runner - 0.5 * top_score))), 4)
-        intent = top if confidence >= self._threshold else None
-        return IntentMatch(intent, confidence, tuple(ranked[:3]))
+        logits = np.asarray(self._vectorizer.transform([feats]) @ self._weights)[0] + self._bias
+        probs = np.exp(logits - logits.max())
+        probs /= probs.sum()
+        ranked = sorted(zip(self._classes, (float(p) for p in probs)), key=lambda kv: kv[1], reverse=True)
+        best, confidence = next((c, p) for c, p in ranked if c != NONE)
+        on_topic = ranked[0][0] != NONE and confidence >= self._threshold
+        return IntentMatch(best if on_topic else None, round(confidence, 4),
+                           tuple((c, round(p, 4)) for c, p in ranked[:3]))
 
-    def _features(self, text: str) -> list[str]:
+    def _features(self, text: str) -> Counter[str]:
         words = [w for w in normalize(text) if w not in _STOPWORDS]
         stems = self._stemmer.stemWords(words)
-        feats = list(stems)
-        feats += [f"{a}_{b}" for a, b in zip(stems, stems[1:])]
+        feats: Counter[str] = Counter(stems)
+        for w, s in zip(words, stems):
+            feats.update(self._concepts.get(w) or self._concepts.get(s) or ())
+        feats.update(f"{a}_{b}" for a, b in zip(stems, stems[1:]))
         for s in stems:
             if len(s) >= 5:
                 padded = f"<{s}>"
-                feats += [f"#{padded[i:i + 4]}" for i in range(len(padded) - 3)]
+                feats.update({f"#{padded[i:i + 4]}": 0.3 for i in range(len(padded) - 3)})
         return feats
-
-    def _vector(self, feats: Iterable[str]) -> dict[str, float]:
-        counts = Counter(feats)
-        vec: dict[str, float] = {}
-        for f, c in counts.items():
-            idf = self._idf.get(f, self._unseen_idf)
-            weight = 0.3 if f.startswith("#") else 1.0
-            vec[f] = weight * (1.0 + math.log(c)) * idf
-        return _unit(vec)
-
-
-def _unit(vec: dict[str, float]) -> dict[str, float]:
-    norm = math.sqrt(sum(v * v for v in vec.values()))
-    return {k: v / norm for k, v in vec.items()} if norm else {}
-
-
-def _dot(a: dict[str, float], b: dict[str, float]) -> float:
-    if len(a) > len(b):
-        a, b = b, a
-    return sum(v * b.get(k, 0.0) for k, v in a.items())

@@ -61,10 +61,12 @@ class _Turn:
 class Policy:
     def __init__(self, scenario: Scenario, matcher: IntentMatcher | None = None, today: date | None = None) -> None:
         self.scenario = scenario
-        self.matcher = matcher or IntentMatcher(scenario.intents, scenario.intent_threshold)
+        self.matcher = matcher or IntentMatcher(
+            scenario.intents, scenario.intent_threshold, scenario.concepts, scenario.off_topic)
+        commands = [i for i in scenario.intents if i.id in _FORM_COMMANDS]
+        others = [e for i in scenario.intents if i.id not in _FORM_COMMANDS for e in i.examples]
         self._command_matcher = IntentMatcher(
-            [i for i in scenario.intents if i.id in _FORM_COMMANDS], scenario.intent_threshold
-        )
+            commands, scenario.intent_threshold, scenario.concepts, [*scenario.off_topic, *others])
         self._today = today or date.today()
 
     def initial_state(self) -> DialogueState:

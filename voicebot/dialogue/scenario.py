@@ -5,7 +5,7 @@ from __future__ import annotations
 from voicebot.errors import VoicebotError
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -74,6 +74,10 @@ class Scenario:
     prompts: dict[str, str]
     intents: tuple[Intent, ...]
     forms: dict[str, Form]
+    #: concept name -> words that express it
+    concepts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: sentences this line does not handle, so the matcher learns what a no-match sounds like
+    off_topic: tuple[str, ...] = ()
 
     def intent(self, intent_id: str) -> Intent:
         for i in self.intents:
@@ -86,7 +90,7 @@ class Scenario:
 
     def open_speech_sentences(self) -> list[str]:
         """Example phrasings the open-speech language model is built from."""
-        return [e for i in self.intents for e in i.examples]
+        return [e for i in self.intents for e in i.examples] + list(self.off_topic)
 
     def static_prompts(self) -> list[str]:
         """Texts worth synthesizing once at start-up."""
@@ -148,6 +152,8 @@ def _build(raw: dict) -> Scenario:
         max_field_attempts=int(head["max_field_attempts"]), intent_threshold=float(head["intent_threshold"]),
         agent_key=str(head["agent_key"]), interdigit_timeout_s=float(head["interdigit_timeout_s"]),
         prompts=prompts, intents=tuple(intents), forms=forms,
+        concepts={str(k): tuple(str(w).lower() for w in v) for k, v in raw.get("concepts", {}).items()},
+        off_topic=tuple(str(e) for e in raw.get("off_topic", {}).get("examples", ())),
     )
 
 
