@@ -10,7 +10,8 @@ from typing import Any, Mapping
 
 from voicebot.errors import VoicebotError
 
-#: the checkout (or image) the package runs from: grammars/, scenarios/, models/ live here
+#: the checkout the package runs from: grammars/, scenarios/, models/ live here
+#: (an installed package finds them through VOICEBOT_HOME instead)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -57,6 +58,14 @@ class Settings:
     tts: TtsSettings = field(default_factory=TtsSettings)
     listen: ListenSettings = field(default_factory=ListenSettings)
 
+    @classmethod
+    def rooted(cls, home: Path) -> "Settings":
+        """Defaults for a project directory other than the checkout."""
+        return cls(
+            scenario=home / "scenarios" / "benefits.toml", data_dir=home / "data",
+            asr=AsrSettings(models_dir=home / "models", grammars_dir=home / "grammars"),
+        )
+
 
 _ENV = {
     "VOICEBOT_SCENARIO": ("scenario",),
@@ -74,7 +83,7 @@ def load_settings(config_file: Path | None = None, env: Mapping[str, str] | None
                   overrides: Mapping[tuple[str, ...], Any] | None = None) -> Settings:
     """File, then environment, then command-line overrides (each a path of attribute names)."""
     env = os.environ if env is None else env
-    settings = Settings()
+    settings = Settings.rooted(Path(env["VOICEBOT_HOME"])) if env.get("VOICEBOT_HOME") else Settings()
     if config_file is None and env.get("VOICEBOT_CONFIG"):
         config_file = Path(env["VOICEBOT_CONFIG"])
     if config_file is not None:
