@@ -56,7 +56,7 @@ async def open_runtime(settings: Settings, recorder: CallRecorder, *, workers: i
         services = SessionServices(
             engine=engine,
             prompts=prompts,
-            policy=Policy(scenario, today=today),
+            policy=await run_blocking(lambda: Policy(scenario, today=today)),
             recorder=recorder,
             run_blocking=run_blocking,
             completeness=formfields.is_complete,

@@ -162,7 +162,7 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
     if not models:
         print(f"no models in {settings.asr.models_dir} (PocketSphinx's bundled US-English model is used)")
     for m in models:
-        print(m)
+        print(f"{m.name}  {m.path}  ({'per-state grammars' if m.supports_grammar else 'open decoding only'})")
     return OK
 
 

@@ -97,12 +97,17 @@ def call_audio(*parts: np.ndarray) -> np.ndarray:
     return np.concatenate(parts)
 
 
-async def run_call(audio: np.ndarray, script: list[str]):
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    """Built once, outside the loop: training the intent matcher takes a moment."""
+    return Policy(load_scenario(PROJECT_ROOT / "scenarios" / "benefits.toml"), today=date(2026, 11, 28))
+
+
+async def run_call(policy: Policy, audio: np.ndarray, script: list[str]):
     engine = ScriptedEngine(script)
-    scenario = load_scenario(PROJECT_ROOT / "scenarios" / "benefits.toml")
     loop = asyncio.get_running_loop()
     services = SessionServices(
-        engine=engine, prompts=SilentPrompts(), policy=Policy(scenario, today=date(2026, 11, 28)),
+        engine=engine, prompts=SilentPrompts(), policy=policy,
         recorder=MemoryRecorder(), run_blocking=lambda fn, *a: loop.run_in_executor(None, fn, *a),
         completeness=fields.is_complete,
     )
@@ -112,8 +117,8 @@ async def run_call(audio: np.ndarray, script: list[str]):
     return report, transport, engine
 
 
-async def test_question_answer_and_goodbye_complete_the_call(speech):
-    report, transport, _ = await run_call(
+async def test_question_answer_and_goodbye_complete_the_call(policy, speech):
+    report, transport, _ = await run_call(policy, 
         call_audio(silence(9), speech, silence(12), speech, silence(6)),
         ["what are your opening hours", "no thanks goodbye"],
     )
@@ -126,23 +131,23 @@ async def test_question_answer_and_goodbye_complete_the_call(speech):
     assert transport.ended_by == "bot"
 
 
-async def test_caller_speech_cuts_an_interruptible_prompt(speech):
-    report, _, _ = await run_call(call_audio(silence(1.0), speech, silence(8)), ["agent"])
+async def test_caller_speech_cuts_an_interruptible_prompt(policy, speech):
+    report, _, _ = await run_call(policy, call_audio(silence(1.0), speech, silence(8)), ["agent"])
     welcome = report.turns[0]
     assert welcome.speaker == "bot" and welcome.interrupted
     assert welcome.end_s == pytest.approx(1.0, abs=0.35)
     assert report.outcome == "transferred" and report.transfer.reason == "caller_request"
 
 
-async def test_three_silences_end_the_call_politely():
-    report, _, _ = await run_call(silence(60), [])
+async def test_three_silences_end_the_call_politely(policy):
+    report, _, _ = await run_call(policy, silence(60), [])
     bot = [t.text for t in report.turns if t.speaker == "bot"]
     assert report.outcome == "completed"
     assert bot[-1].startswith("I still cannot hear you")
     assert sum(t.startswith("Sorry, I did not hear") for t in bot) == 2
 
 
-async def test_speech_during_the_read_back_is_answered_after_it(speech):
+async def test_speech_during_the_read_back_is_answered_after_it(policy, speech):
     script = ["housing allowance please", "two nine zero two eight eight dash one three six d",
               "zero zero one eight zero", "seven hundred and ten", "three", "yes", "goodbye"]
     audio = [silence(9)]
@@ -150,7 +155,7 @@ async def test_speech_during_the_read_back_is_answered_after_it(speech):
         audio += [speech, silence(12)]
     # "three", then "yes" 4 s into the read-back, then "goodbye" long after
     audio += [speech, silence(4), speech, silence(30), speech, silence(8)]
-    report, _, _ = await run_call(call_audio(*audio), script)
+    report, _, _ = await run_call(policy, call_audio(*audio), script)
     readback = next(t for t in report.turns if t.speaker == "bot" and t.text.startswith("Let me read"))
     yes_turn = next(t for t in report.turns if t.speaker == "caller" and t.text == "yes")
     assert not readback.interrupted
@@ -160,8 +165,8 @@ async def test_speech_during_the_read_back_is_answered_after_it(speech):
                                     "monthly_rent": 710, "household_size": 3}
 
 
-async def test_words_still_being_spoken_at_hangup_are_not_lost(speech):
-    report, _, _ = await run_call(
+async def test_words_still_being_spoken_at_hangup_are_not_lost(policy, speech):
+    report, _, _ = await run_call(policy, 
         call_audio(silence(9), speech, silence(12), speech[: len(speech) * 9 // 10]),
         ["housing allowance please", "two nine zero two eight eight dash one three six d"],
     )
@@ -170,23 +175,23 @@ async def test_words_still_being_spoken_at_hangup_are_not_lost(speech):
     assert report.intake.fields == {"personal_id": "290288-136D"}
 
 
-async def test_in_band_zero_key_transfers_to_a_person():
-    report, _, _ = await run_call(call_audio(silence(3), tone((941, 1336)), silence(6)), [])
+async def test_in_band_zero_key_transfers_to_a_person(policy):
+    report, _, _ = await run_call(policy, call_audio(silence(3), tone((941, 1336)), silence(6)), [])
     assert report.outcome == "transferred"
     assert report.transfer.reason == "caller_request"
     assert any(t.text == "[DTMF 0]" for t in report.turns)
 
 
-async def test_each_state_sets_its_grammar_on_the_recognizer(speech):
-    _, _, engine = await run_call(
+async def test_each_state_sets_its_grammar_on_the_recognizer(policy, speech):
+    _, _, engine = await run_call(policy, 
         call_audio(silence(9), speech, silence(12), speech, silence(12), speech, silence(3)),
         ["housing allowance please", "two nine zero two eight eight dash one three six d", "zero zero one eight zero"],
     )
     assert engine.log == ["grammar:personal_id", "grammar:postal_code"]
 
 
-async def test_bot_channel_lines_up_with_the_caller_channel(speech):
-    _, transport, _ = await run_call(call_audio(silence(12), speech, silence(3)), ["goodbye"])
+async def test_bot_channel_lines_up_with_the_caller_channel(policy, speech):
+    _, transport, _ = await run_call(policy, call_audio(silence(12), speech, silence(3)), ["goodbye"])
     stereo = transport.stereo()
     assert stereo.shape[1] == 2
     assert stereo.shape[0] >= len(silence(12)) + len(speech)
