@@ -1,0 +1,90 @@
+"""The listener ends a turn early once the answer is complete, and never loses the last words."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from voicebot.asr.base import Recognition
+from voicebot.audio.wav import iter_frames, load_wav
+from voicebot.calls.listener import Listener, ListenerConfig
+from voicebot.dialogue.spoken import is_complete
+from voicebot.events import Alternative, AudioFrame, Listen, SpeechStarted, Utterance
+
+RATE = 16000
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng (make test installs it)")
+
+
+class PartialStream:
+    """Says the answer is "zero zero one eight zero" as soon as any speech was fed."""
+
+    def __init__(self) -> None:
+        self.fed = 0
+        self.finished = 0
+
+    def set_grammar(self, grammar):
+        pass
+
+    def accept(self, pcm: bytes) -> None:
+        self.fed += len(pcm)
+
+    def partial(self) -> str:
+        return "zero zero one eight zero" if self.fed else ""
+
+    def finish(self) -> Recognition:
+        self.finished += 1
+        self.fed = 0
+        return Recognition((Alternative("zero zero one eight zero", 0.8),))
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def utterance(tmp_path_factory) -> np.ndarray:
+    path = tmp_path_factory.mktemp("u") / "u.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), "zero zero one eight zero"], check=True)
+    audio = load_wav(path, sample_rate_hz=RATE).samples
+    return np.concatenate([np.zeros(RATE, np.int16), audio, np.zeros(2 * RATE, np.int16)])
+
+
+async def listen(audio: np.ndarray, expect: Listen, *, hang_up_at_s: float | None = None):
+    loop = asyncio.get_running_loop()
+    stream = PartialStream()
+    listener = Listener(stream, RATE, lambda fn, *a: loop.run_in_executor(None, fn, *a), is_complete,
+                        ListenerConfig())
+    listener.expect(expect)
+    events, decided_at = [], None
+    for start_s, pcm in iter_frames(audio, RATE):
+        if hang_up_at_s is not None and start_s >= hang_up_at_s:
+            events += await listener.flush(start_s)
+            decided_at = decided_at or start_s
+            break
+        new = await listener.on_frame(AudioFrame(pcm, RATE, start_s))
+        if any(isinstance(e, Utterance) for e in new):
+            decided_at = start_s + 0.02
+        events += new
+    return events, decided_at, stream
+
+
+async def test_open_speech_waits_for_the_end_of_turn_silence(utterance):
+    events, decided_at, _ = await listen(utterance, Listen("menu"))
+    utt = next(e for e in events if isinstance(e, Utterance))
+    assert decided_at - utt.end_s == pytest.approx(0.5, abs=0.05)
+
+
+async def test_a_complete_postal_code_ends_the_turn_without_waiting(utterance):
+    events, decided_at, _ = await listen(utterance, Listen("postal_code", complete="postal_code"))
+    utt = next(e for e in events if isinstance(e, Utterance))
+    assert utt.text == "zero zero one eight zero"
+    assert decided_at - utt.end_s < 0.3
+
+
+async def test_speech_in_progress_at_hangup_is_still_recognised(utterance):
+    events, _, stream = await listen(utterance, Listen("menu"), hang_up_at_s=1.6)
+    assert [type(e) for e in events] == [SpeechStarted, Utterance]
+    assert stream.finished == 1
