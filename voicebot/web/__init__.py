@@ -1,0 +1,8 @@
+"""The service's web side: the HTTP API and the server that carries it."""
+
+from __future__ import annotations
+
+from voicebot.web.api import METRICS, STORE, make_app
+from voicebot.web.server import DEFAULT_HOST, DEFAULT_PORT, HttpEndpoint, HttpError, run_http
+
+__all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "METRICS", "STORE", "HttpEndpoint", "HttpError", "make_app", "run_http"]
