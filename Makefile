@@ -8,8 +8,9 @@ BIN     := $(VENV)/bin
 PYTHON  ?= python3
 STAMP   := $(VENV)/.installed
 # espeak-ng: speech out (pyttsx3 drives libespeak-ng) and test calls; sox: test-call channels;
-# libportaudio2: the sound-card softphone; libsndfile1: WAV codecs
-DEBS    := espeak-ng libespeak-ng1 sox libsox-fmt-base libportaudio2 libsndfile1
+# libportaudio2: the sound-card softphone; libsndfile1: WAV codecs;
+# baresip-core: the real SIP phone the SIP tests call the service with (baresip without its GUI front-ends)
+DEBS    := espeak-ng libespeak-ng1 sox libsox-fmt-base libportaudio2 libsndfile1 baresip-core
 EXAMPLES := $(wildcard examples/calls/*.wav)
 
 .PHONY: run test setup debs bench corpus clean

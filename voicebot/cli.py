@@ -72,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("spec", type=Path)
     s.add_argument("outdir", type=Path)
     s.set_defaults(run=_cmd_synth)
+
+    c = sub.add_parser("call", help="call a SIP URI and speak a WAV as the caller (a test call over real RTP)")
+    c.add_argument("uri", metavar="SIP_URI", help="e.g. sip:voicebot@127.0.0.1:5060")
+    c.add_argument("--play", type=Path, required=True, metavar="CALL.wav", help="the caller's voice")
+    c.add_argument("--record", type=Path, metavar="OUT.wav", help="record what the far end says (16 kHz WAV)")
+    c.add_argument("--dtmf", default="", metavar="KEYS@S,...", help='keys to press, seconds after answer: "0@3.5,1@9"')
+    c.add_argument("--dtmf-method", choices=["rfc4733", "info"], default="rfc4733", help="how keys are sent")
+    c.add_argument("--answer-timeout", type=float, default=30.0, metavar="S", help="give up unanswered after S")
+    c.set_defaults(run=_cmd_call)
     return p
 
 
@@ -171,6 +180,24 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
     for path in build_spec(args.spec, args.outdir):
         print(path)
+    return OK
+
+
+# --------------------------------------------------------------------------- call (SIP test caller)
+
+def _cmd_call(args: argparse.Namespace) -> int:
+    from voicebot.sip.client import CallPlan, call_sip, parse_dtmf
+
+    plan = CallPlan(args.uri, args.play, record=args.record, dtmf=parse_dtmf(args.dtmf),
+                    dtmf_method=args.dtmf_method, answer_timeout_s=args.answer_timeout)
+    result = call_sip(plan, progress=lambda msg: print(f"call: {msg}", file=sys.stderr, flush=True))
+    if not result.answered:
+        print(f"voicebot: {args.uri}: not answered: {result.status_code or ''} {result.reason}".rstrip(),
+              file=sys.stderr)
+        return FAILED
+    print(json.dumps({"uri": args.uri, "codec": result.codec, "duration_s": round(result.duration_s, 2),
+                      "ended_by": result.ended_by, "dtmf": [k for k, _ in result.dtmf_sent],
+                      "recorded": str(result.recorded) if result.recorded else None}))
     return OK
 
 

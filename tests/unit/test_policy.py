@@ -220,3 +220,13 @@ def test_nothing_happens_after_the_call_is_handed_over(policy):
     state, _ = run(policy, started(policy), utt("agent"))
     _, actions = run(policy, state, utt("hello?"), NoInput(20.0))
     assert actions == []
+
+
+def test_open_speech_trusts_the_top_hypothesis_over_a_vague_lower_one(policy):
+    _, actions = run(policy, started(policy), utt("bananas are yellow", "what"))
+    assert of(actions, RecognizedIntent)[0].intent is None
+
+
+def test_open_speech_takes_a_clear_intent_from_lower_in_the_n_best(policy):
+    _, actions = run(policy, started(policy), utt("bananas are yellow", "what are your opening hours"))
+    assert of(actions, RecognizedIntent)[0].intent == "opening_hours"

@@ -21,6 +21,9 @@ from voicebot.events import (
 
 Node = Literal["start", "menu", "field", "confirm", "which_field", "submitting", "closing", "transferred", "ended"]
 
+#: an intent found below the top of the n-best list must be at least this clear
+_NBEST_INTENT_CONFIDENCE = 0.8
+
 #: intents that may interrupt a form question
 _FORM_COMMANDS = ("agent", "repeat", "goodbye", "complex_case")
 
@@ -377,15 +380,19 @@ class Policy:
     # ------------------------------------------------------------------ helpers
 
     def _best_intent(self, matcher: IntentMatcher, utt: Utterance) -> IntentMatch:
-        """The n-best entry whose meaning is clearest, weighted by how sure the recognizer was."""
-        best = IntentMatch(None, 0.0)
-        best_score = -1.0
-        for rank, alt in enumerate(utt.alternatives[:5]):
+        """The top hypothesis's intent; a lower one only when the top means nothing and it is clear.
+
+        Open speech n-best lists differ in small words; a lower entry that suddenly
+        means something is more often noise than rescue, hence the higher bar.
+        """
+        top = matcher.match(utt.text)
+        if top.intent is not None:
+            return top
+        for alt in utt.alternatives[1:3]:
             m = matcher.match(alt.text)
-            score = m.confidence * (1.0 - 0.1 * rank)
-            if m.intent is not None and score > best_score:
-                best, best_score = m, score
-        return best if best.intent is not None else IntentMatch(None, matcher.match(utt.text).confidence)
+            if m.intent is not None and m.confidence >= _NBEST_INTENT_CONFIDENCE:
+                return m
+        return top
 
     def _menu_listen(self) -> Listen:
         return Listen("menu", no_input_s=self.scenario.no_input_s)
