@@ -150,7 +150,7 @@ def test_a_step_can_override_voice_and_rate(tmp_path):
         ({"steps": [{"sya": "typo"}]}, 'exactly one of "say", "dtmf" or "pause"'),
         ({"steps": [{"say": "hi", "rate": "fast"}]}, "rate must be whole words per minute"),
         ({"steps": [{"pause": -1}]}, "pause must be a number of seconds"),
-        ({"steps": []}, "steps must be a non-empty list"),
+        ({"steps": "say hello"}, "steps must be a list"),
         ({"id": "../escape"}, "call id must be a file-name-safe string"),
         ({"gap": "long"}, "gap must be a number of seconds"),
     ],

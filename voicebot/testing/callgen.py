@@ -156,8 +156,8 @@ def _check_call(call: Any, checked_voices: set[tuple[str, int]]) -> None:
         raise CallSpecError(f"{where}: seed must be a non-negative integer, got {call['seed']!r}")
     _check_voice(call.get("voice", DEFAULT_VOICE), call.get("rate", DEFAULT_RATE_WPM), where, checked_voices)
     steps = call.get("steps")
-    if not isinstance(steps, list) or not steps:
-        raise CallSpecError(f"{where}: steps must be a non-empty list")
+    if not isinstance(steps, list):
+        raise CallSpecError(f"{where}: steps must be a list (empty: a caller who hangs up after the lead)")
     for n, step in enumerate(steps, 1):
         at = f"{where}, step {n}"
         kinds = [k for k in ("say", "dtmf", "pause") if isinstance(step, dict) and k in step]
