@@ -1,0 +1,407 @@
+"""PocketSphinx recognizer: the zero set-up default, with the US-English model from its wheel.
+
+Each dialogue state is an FSG search compiled from its JSGF grammar; open
+speech uses a domain trigram (see lm.py). Decoders are pooled: one per live
+call, reused by the next call, all built from the same files.
+
+Confidence: a grammar always finds *some* path, even through a cough or an
+off-topic sentence, so its own scores cannot tell garbage from speech. Each
+utterance is therefore also decoded with a free phone loop; how much worse the
+grammar's best path explains the audio than unconstrained phones do, per
+frame, is mapped to [0, 1]. N-best alternatives share that confidence by their
+lattice path scores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pocketsphinx
+
+from voicebot.asr.base import Recognition, RecognizerError
+from voicebot.asr.grammar import GrammarSet, normalize_result
+from voicebot.asr.lattice import distinct_paths, parse_sphinx_lattice
+from voicebot.asr.lm import LmOptions, build_arpa, general_unigrams, tokenize, unknown_words
+from voicebot.events import Alternative
+
+log = logging.getLogger("voicebot.asr")
+
+OPEN_SEARCH = "_open"
+PHONE_SEARCH = "_phones"
+_LOG_BASE = 1.0001
+_BUILD_VERSION = "1"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfidenceModel:
+    """Logistic map from the per-frame log-likelihood gap (grammar path minus phone loop) to [0, 1]."""
+
+    # The gap is in the units the bindings report segment scores in; the
+    # midpoint separates espeak speech that fits the grammar from off-grammar
+    # sentences in our measurements, but the two overlap: treat it as a hint.
+    midpoint_nats_per_frame: float = -2.6
+    slope: float = 2.0
+    #: temperature (nats) turning lattice path score gaps into shares of the confidence
+    share_temperature_nats: float = 6.0
+
+    def of_gap(self, gap_nats_per_frame: float) -> float:
+        z = self.slope * (gap_nats_per_frame - self.midpoint_nats_per_frame)
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+
+@dataclass(frozen=True, slots=True)
+class PocketSphinxOptions:
+    """Decoder settings; ``decoder`` holds PocketSphinx options by name (lw, wip, beam, ...)."""
+
+    decoder: dict[str, object] = field(
+        default_factory=lambda: {
+            # more Gaussians per frame: +2 of 21 identity codes right in our runs
+            "topn": 16,
+            "remove_noise": True,
+            # calls carry stretches of exact digital silence; without dither
+            # their log energy breaks the cepstral mean and digits go wrong
+            "dither": True,
+            "seed": 1,  # reproducible dither
+        }
+    )
+    #: PocketSphinx settings for the grammar (FSG) searches only
+    grammar_decoder: dict[str, object] = field(default_factory=lambda: {"wbeam": 1e-20})
+    #: PocketSphinx builds FSG lattices in time that grows steeply with the
+    #: utterance (10 s for a spoken identity code); longer grammar utterances
+    #: get the single best result only
+    max_lattice_frames: int = 300
+    #: open-speech n-best scores are on a much finer scale than lattice paths
+    open_share_temperature: float = 0.02
+    lm: LmOptions = LmOptions()
+    nbest: int = 5
+    confidence: ConfidenceModel = ConfidenceModel()
+    #: word penalty (natural log) when ranking lattice paths
+    lattice_word_penalty: float = -2.0
+
+
+def _model_dir() -> Path:
+    return Path(pocketsphinx.get_model_path()) / "en-us"
+
+
+def read_dictionary(path: Path) -> dict[str, list[str]]:
+    """CMU-style dictionary: base word -> pronunciations (variants ``word(2)`` folded in)."""
+    prons: dict[str, list[str]] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            parts = line.split(maxsplit=1)
+            if len(parts) < 2:
+                continue
+            word = parts[0]
+            if word.endswith(")") and "(" in word:
+                word = word[: word.index("(")]
+            prons.setdefault(word, []).append(parts[1].split("#")[0].strip())
+    return prons
+
+
+class PocketSphinxEngine:
+    """Shared model files and a pool of decoders; ``open_stream()`` per call."""
+
+    name = "pocketsphinx"
+
+    def __init__(
+        self,
+        grammars: GrammarSet,
+        open_sentences: Sequence[str],
+        *,
+        cache_dir: Path | None = None,
+        options: PocketSphinxOptions = PocketSphinxOptions(),
+        model_dir: Path | None = None,
+        sample_rate_hz: int = 16000,
+        max_alternatives: int | None = None,
+    ) -> None:
+        if sample_rate_hz != 16000:
+            raise RecognizerError(f"the pocketsphinx en-us model needs 16000 Hz audio, not {sample_rate_hz}")
+        if max_alternatives is not None:
+            options = replace(options, nbest=max(1, max_alternatives))
+        self.grammars = grammars
+        self.options = options
+        self.model_dir = Path(model_dir) if model_dir else _model_dir()
+        self.model_name = f"{self.model_dir.name} (pocketsphinx {getattr(pocketsphinx, '__version__', '5')})"
+        self.sample_rate_hz = 16000
+        hmm = self.model_dir / self.model_dir.name
+        dict_path = self.model_dir / "cmudict-en-us.dict"
+        if not hmm.is_dir() or not dict_path.is_file():
+            raise RecognizerError(f"pocketsphinx model not found in {self.model_dir}")
+        self._hmm = hmm
+        self._phone_lm = self.model_dir / f"{self.model_dir.name}-phone.lm.bin"
+        full_dict = read_dictionary(dict_path)
+        self._check_grammar_words(full_dict)
+
+        def known(w: str) -> bool:
+            return w in full_dict and not w.endswith(".")
+
+        missing = unknown_words(open_sentences, known)
+        if missing:
+            log.warning("open-speech words not in the pocketsphinx dictionary (left out): %s", " ".join(missing))
+        cache = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "voicebot-asr"
+        cache.mkdir(parents=True, exist_ok=True)
+        key = hashlib.sha256(
+            repr((_BUILD_VERSION, list(open_sentences), options.lm, str(self.model_dir))).encode()
+        ).hexdigest()[:16]
+        self._lm_path = cache / f"open-{key}.arpa"
+        if not self._lm_path.exists():
+            general = general_unigrams(known, options.lm.general_words)
+            _write_atomic(self._lm_path, build_arpa(open_sentences, general=general, options=options.lm, known=known))
+        lm_words = _arpa_words(self._lm_path)
+        words = set(lm_words) | set(grammars.vocabulary)
+        dkey = hashlib.sha256(repr(sorted(words)).encode()).hexdigest()[:16]
+        self._dict_path = cache / f"dict-{dkey}.dict"
+        if not self._dict_path.exists():
+            lines = []
+            for w in sorted(words):
+                for i, pron in enumerate(full_dict.get(w, [])):
+                    lines.append(f"{w}{'' if i == 0 else f'({i + 1})'} {pron}")
+            _write_atomic(self._dict_path, "\n".join(lines) + "\n")
+        self._lock = threading.Lock()
+        self._idle: list[pocketsphinx.Decoder] = []
+        # Build one decoder now so configuration errors surface at start-up.
+        self._idle.append(self._new_decoder())
+
+    def _check_grammar_words(self, full_dict: dict[str, list[str]]) -> None:
+        for name, grammar in self.grammars.items():
+            missing = sorted(w for w in grammar.vocabulary if w not in full_dict)
+            if missing:
+                raise RecognizerError(
+                    f"grammar {name!r}: word(s) not in the pocketsphinx dictionary: {', '.join(missing)}"
+                )
+
+    def _new_decoder(self) -> pocketsphinx.Decoder:
+        kwargs: dict[str, object] = {
+            "hmm": str(self._hmm),
+            "dict": str(self._dict_path),
+            "lm": None,
+            "logfn": os.devnull,
+            "loglevel": "FATAL",
+            # the lattice best path fixes many digit errors of the first pass
+            "bestpath": True,
+        }
+        kwargs.update(self.options.decoder)
+        try:
+            decoder = pocketsphinx.Decoder(**kwargs)
+            decoder.add_lm_file(OPEN_SEARCH, str(self._lm_path))
+            # FSG searches read lw/wip when they are added.
+            config = decoder.config
+            saved = {k: config[k] for k in self.options.grammar_decoder}
+            for k, v in self.options.grammar_decoder.items():
+                config[k] = v
+            for name, grammar in self.grammars.items():
+                decoder.add_jsgf_string(name, grammar.to_jsgf())
+            for k, v in saved.items():
+                config[k] = v
+            decoder.add_allphone_file(PHONE_SEARCH, str(self._phone_lm))
+            decoder.activate_search(OPEN_SEARCH)
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise RecognizerError(f"pocketsphinx could not be set up: {exc}") from None
+        return decoder
+
+    def open_stream(self) -> PocketSphinxStream:
+        with self._lock:
+            decoder = self._idle.pop() if self._idle else None
+        if decoder is None:
+            decoder = self._new_decoder()
+        return PocketSphinxStream(self, decoder)
+
+    def _release(self, decoder: pocketsphinx.Decoder) -> None:
+        with self._lock:
+            self._idle.append(decoder)
+
+
+class PocketSphinxStream:
+    """One call's recognizer; not thread-safe, used from one executor thread at a time."""
+
+    def __init__(self, engine: PocketSphinxEngine, decoder: pocketsphinx.Decoder) -> None:
+        self._engine = engine
+        self._decoder: pocketsphinx.Decoder | None = decoder
+        self._search = OPEN_SEARCH
+        self._in_utterance = False
+        self._audio = bytearray()
+        fd, path = tempfile.mkstemp(prefix="voicebot-lattice-", suffix=".lat")
+        os.close(fd)
+        self._lattice_path = path
+
+    def set_grammar(self, grammar: str | None) -> None:
+        if grammar is not None and grammar not in self._engine.grammars:
+            raise RecognizerError(f"unknown grammar {grammar!r}")
+        self._search = OPEN_SEARCH if grammar is None else grammar
+
+    def accept(self, pcm: bytes) -> None:
+        decoder = self._live()
+        if not self._in_utterance:
+            decoder.activate_search(self._search)
+            decoder.start_utt()
+            self._in_utterance = True
+            self._audio.clear()
+        self._audio += pcm
+        decoder.process_raw(bytes(pcm))
+
+    def partial(self) -> str:
+        if not self._in_utterance:
+            return ""
+        hyp = self._live().hyp()
+        return normalize_result(hyp.hypstr) if hyp is not None else ""
+
+    def finish(self) -> Recognition:
+        if not self._in_utterance:
+            return Recognition(())
+        decoder = self._live()
+        decoder.end_utt()
+        self._in_utterance = False
+        try:
+            return self._result(decoder)
+        finally:
+            self._audio.clear()
+
+    def close(self) -> None:
+        if self._decoder is None:
+            return
+        if self._in_utterance:
+            self._decoder.end_utt()
+            self._in_utterance = False
+        self._engine._release(self._decoder)
+        self._decoder = None
+        try:
+            os.unlink(self._lattice_path)
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ internals
+
+    def _live(self) -> pocketsphinx.Decoder:
+        if self._decoder is None:
+            raise RecognizerError("recognizer stream is closed")
+        return self._decoder
+
+    def _result(self, decoder: pocketsphinx.Decoder) -> Recognition:
+        hyp = decoder.hyp()
+        first_pass = normalize_result(hyp.hypstr) if hyp is not None else ""
+        if not first_pass:
+            return Recognition(())
+        segments = list(decoder.seg())
+        frames = max(1, decoder.n_frames())
+        paths = self._alternatives(decoder, first_pass)
+        # The first pass knows the grammar's and the LM's weights, which the
+        # lattice file lacks: it stays first, the lattice supplies the rest.
+        best = first_pass
+        options = self._engine.options
+        phone_score = self._phone_loop_score()
+        gap = (_acoustic_nats(segments) - phone_score) / frames if phone_score is not None else 0.0
+        top = options.confidence.of_gap(min(0.0, gap))
+        scores = dict(paths)
+        best_score = scores.get(best, max(scores.values(), default=0.0))
+        temp = options.open_share_temperature if self._search == OPEN_SEARCH else options.confidence.share_temperature_nats
+        weights = {text: math.exp(max(-50.0, min(0.0, s - best_score) / temp)) for text, s in scores.items()}
+        weights[best] = 1.0
+        ranked = [best] + [t for t, _ in sorted(paths, key=lambda p: -p[1]) if t != best]
+        ranked = ranked[: options.nbest]
+        total = sum(weights[t] for t in ranked)
+        alternatives = tuple(Alternative(t, round(top * weights[t] / total, 4)) for t in ranked)
+        return Recognition(alternatives)
+
+    def _alternatives(self, decoder: pocketsphinx.Decoder, best: str) -> list[tuple[str, float]]:
+        """Distinct sentences with their path scores (natural log)."""
+        options = self._engine.options
+        if self._search == OPEN_SEARCH:
+            return self._lm_alternatives(decoder)
+        if decoder.n_frames() > options.max_lattice_frames:
+            return []
+        try:
+            lattice = decoder.get_lattice()
+            if lattice is None:
+                return []
+            lattice.write(self._lattice_path)
+            with open(self._lattice_path, encoding="utf-8") as f:
+                parsed = parse_sphinx_lattice(f.read(), _LOG_BASE)
+        except (RuntimeError, ValueError, OSError):
+            return []
+        paths = distinct_paths(parsed, word_penalty=options.lattice_word_penalty, limit=options.nbest * 3)
+        out: list[tuple[str, float]] = []
+        for p in paths:
+            text = normalize_result(" ".join(p.words))
+            if text:
+                out.append((text, p.score))
+        return out
+
+    def _lm_alternatives(self, decoder: pocketsphinx.Decoder) -> list[tuple[str, float]]:
+        """The decoder's own A* n-best (it knows the LM scores), made distinct."""
+        seen: dict[str, float] = {}
+        try:
+            for i, hyp in enumerate(decoder.nbest()):
+                if i >= 60 or len(seen) >= self._engine.options.nbest:
+                    break
+                text = normalize_result(hyp.hypstr)
+                if text and text not in seen:
+                    seen[text] = math.log(hyp.score) if hyp.score > 0 else -1e9
+        except RuntimeError:
+            return []
+        return list(seen.items())
+
+    def _phone_loop_score(self) -> float | None:
+        """Acoustic score (nats) of the best free phone sequence over this utterance's audio."""
+        decoder = self._live()
+        if not self._audio:
+            return None
+        try:
+            decoder.activate_search(PHONE_SEARCH)
+            decoder.start_utt()
+            decoder.process_raw(bytes(self._audio), full_utt=False)
+            decoder.end_utt()
+            return _acoustic_nats(list(decoder.seg()))
+        except RuntimeError:
+            return None
+        finally:
+            decoder.activate_search(self._search)
+
+
+def _acoustic_nats(segments: list[pocketsphinx.Segment]) -> float:
+    """Sum of segment acoustic scores in nats; the bindings hand them over as base**score."""
+    total = 0.0
+    for s in segments:
+        total += math.log(s.ascore) if s.ascore > 0 else -700.0  # underflow: a hopeless segment
+    return total
+
+
+def _arpa_words(path: Path) -> list[str]:
+    words: list[str] = []
+    in_unigrams = False
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line == "\\1-grams:":
+                in_unigrams = True
+                continue
+            if in_unigrams:
+                if not line or line.startswith("\\"):
+                    break
+                parts = line.split()
+                if len(parts) >= 2 and not parts[1].startswith("<"):
+                    words.append(parts[1])
+    return words
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def with_decoder_options(options: PocketSphinxOptions, **decoder: object) -> PocketSphinxOptions:
+    """Options with some PocketSphinx settings changed (for tuning scripts)."""
+    merged = dict(options.decoder)
+    merged.update(decoder)
+    return replace(options, decoder=merged)
+
+
+__all__ = ["PocketSphinxEngine", "PocketSphinxOptions", "PocketSphinxStream", "ConfidenceModel", "tokenize"]
