@@ -1,0 +1,116 @@
+"""Typed settings of the phone service (the ``[sip]`` table of the config file).
+
+No pjsua2 here: the settings load and validate without the SIP stack.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from voicebot.errors import VoicebotError
+
+#: codec names as the settings spell them -> pjsua2 codec ids
+CODEC_IDS = {"G722": "G722/16000/1", "PCMU": "PCMU/8000/1", "PCMA": "PCMA/8000/1"}
+TRANSFER_MODES = ("refer", "bridge")
+
+
+class SipError(VoicebotError):
+    """The SIP side cannot start or do what was asked (one line)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SipRegistration:
+    """Registration to a PBX with digest auth; no registrar means no registration."""
+
+    #: e.g. "sip:pbx.example.org" or "sip:10.0.0.5:5060;transport=tcp"
+    registrar_uri: str | None = None
+    username: str = ""
+    password: str = ""
+    #: "*" answers a challenge from any realm
+    realm: str = "*"
+    #: the account's address of record; default sip:<username>@<registrar host>
+    id_uri: str | None = None
+    expires_s: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class SipTransferSettings:
+    #: refer: blind transfer (REFER, the caller's side dials the target);
+    #: bridge: the service calls the target and joins the two legs
+    mode: str = "refer"
+    #: where transferred callers go, e.g. "sip:agents@pbx.example.org"; none: transfers just hang up
+    target_uri: str | None = None
+    #: how long the target may take to answer (bridge) or the transfer to be accepted (refer)
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SipSettings:
+    #: address the SIP transports bind to ("0.0.0.0": every interface)
+    host: str = "0.0.0.0"
+    #: SIP port for UDP and TCP (0: any free port, for tests)
+    port: int = 5060
+    udp: bool = True
+    tcp: bool = True
+    #: address put in Contact and SDP when it differs from ``host`` (NAT, 0.0.0.0 binds)
+    public_address: str | None = None
+    #: user part of the service's own SIP address
+    user: str = "voicebot"
+    #: first RTP port (0: any) and how many ports after it may be used
+    rtp_port: int = 4000
+    rtp_port_range: int = 1000
+    #: calls handled at once; more get 486 Busy Here (see call_slots)
+    max_calls: int = 4
+    #: calls PJSIP itself can hold at once (PJSUA_MAX_CALLS, fixed when PJSIP is compiled: the
+    #: pjsua2-python wheel has 4); a bridged transfer takes two
+    call_slots: int = 4
+    #: a caller whose RTP stops this long is treated as having hung up
+    media_timeout_s: float = 20.0
+    #: codecs offered and accepted, preferred first (G722, PCMU, PCMA)
+    codecs: str = "G722,PCMU,PCMA"
+    #: how long graceful drain waits for calls to end before hanging them up
+    drain_timeout_s: float = 60.0
+    #: pjsua2 log level (0-6) passed to the "voicebot.sip.pjsua" logger
+    log_level: int = 1
+    register: SipRegistration = field(default_factory=SipRegistration)
+    transfer: SipTransferSettings = field(default_factory=SipTransferSettings)
+
+    def codec_ids(self) -> list[str]:
+        """pjsua2 codec ids in order of preference; raises SipError on an unknown name."""
+        names = [c.strip().upper() for c in self.codecs.split(",") if c.strip()]
+        unknown = [n for n in names if n not in CODEC_IDS]
+        if unknown or not names:
+            raise SipError(f"sip codecs must be a list of {', '.join(CODEC_IDS)}, not {self.codecs!r}")
+        return [CODEC_IDS[n] for n in names]
+
+    @property
+    def legs_per_call(self) -> int:
+        """PJSIP call slots one call may need: two when transfers bridge through the service."""
+        return 2 if self.transfer.mode == "bridge" and self.transfer.target_uri else 1
+
+    @property
+    def capacity(self) -> int:
+        """Calls answered at once: max_calls, as far as PJSIP's call slots allow."""
+        return max(1, min(self.max_calls, self.call_slots // self.legs_per_call))
+
+    def check(self) -> None:
+        """Raise SipError (one line) on a setting that cannot work."""
+        self.codec_ids()
+        if not 0 <= self.port <= 65535:
+            raise SipError(f"sip port must be 0-65535, not {self.port}")
+        if not (self.udp or self.tcp):
+            raise SipError("sip needs at least one of udp and tcp")
+        if self.max_calls < 1:
+            raise SipError(f"sip max_calls must be at least 1, not {self.max_calls}")
+        if self.call_slots < self.legs_per_call:
+            raise SipError(f"sip call_slots must be at least {self.legs_per_call}, not {self.call_slots}")
+        if self.media_timeout_s <= 0:
+            raise SipError(f"sip media_timeout_s must be positive, not {self.media_timeout_s}")
+        if self.transfer.mode not in TRANSFER_MODES:
+            raise SipError(f"sip transfer mode must be refer or bridge, not {self.transfer.mode!r}")
+        for what, uri in (("transfer target_uri", self.transfer.target_uri),
+                          ("register registrar_uri", self.register.registrar_uri)):
+            if uri and not uri.lower().startswith(("sip:", "sips:")):
+                raise SipError(f"sip {what} must be a sip: URI, not {uri!r}")
+        if self.register.registrar_uri and not self.register.username:
+            raise SipError("sip register needs a username with its registrar_uri")
