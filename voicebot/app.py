@@ -46,7 +46,7 @@ async def open_runtime(settings: Settings, recorder: CallRecorder, *, workers: i
         engine = await run_blocking(lambda: open_engine(
             settings.asr.engine, vosk_model=settings.asr.vosk_model, models_dir=settings.asr.models_dir,
             grammars=grammars, open_sentences=scenario.open_speech_sentences(),
-            max_alternatives=settings.asr.max_alternatives,
+            max_alternatives=settings.asr.max_alternatives, pocketsphinx_model=settings.asr.pocketsphinx_model,
         ))
         synth = await run_blocking(lambda: EspeakSynthesizer(
             settings.sample_rate_hz, voice=settings.tts.voice, rate_wpm=settings.tts.rate_wpm))

@@ -29,6 +29,8 @@ class AsrSettings:
     grammars_dir: Path = PROJECT_ROOT / "grammars"
     #: alternatives asked of the recognizer per utterance
     max_alternatives: int = 5
+    #: PocketSphinx acoustic model; unset: the adapted one under models_dir when built, else the stock model
+    pocketsphinx_model: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ _ENV = {
     "VOICEBOT_ENGINE": ("asr", "engine"),
     "VOICEBOT_VOSK_MODEL": ("asr", "vosk_model"),
     "VOICEBOT_MODELS_DIR": ("asr", "models_dir"),
+    "VOICEBOT_POCKETSPHINX_MODEL": ("asr", "pocketsphinx_model"),
     "VOICEBOT_TTS_VOICE": ("tts", "voice"),
     "VOICEBOT_TTS_RATE": ("tts", "rate_wpm"),
     "VOICEBOT_END_SILENCE_MS": ("listen", "end_silence_ms"),

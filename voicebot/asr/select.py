@@ -11,6 +11,9 @@ from voicebot.asr.grammar import GrammarSet
 
 log = logging.getLogger("voicebot.asr")
 
+#: where `voicebot models adapt` puts the adapted PocketSphinx acoustic model
+ADAPTED_POCKETSPHINX = "pocketsphinx-en-us-adapted"
+
 
 def find_vosk_model(vosk_model: Path | None, models_dir: Path) -> Path | None:
     """The configured model, else the first model directory under models_dir (by name)."""
@@ -24,9 +27,17 @@ def find_vosk_model(vosk_model: Path | None, models_dir: Path) -> Path | None:
     return None
 
 
+def find_pocketsphinx_model(configured: Path | None, models_dir: Path) -> Path | None:
+    """The configured acoustic model, else the adapted one when it has been built, else None (stock)."""
+    if configured is not None:
+        return configured
+    adapted = models_dir / ADAPTED_POCKETSPHINX
+    return adapted if (adapted / "mdef").is_file() else None
+
+
 def open_engine(kind: str, *, vosk_model: Path | None, models_dir: Path, grammars: GrammarSet,
                 open_sentences: Sequence[str], sample_rate_hz: int = 16000,
-                max_alternatives: int = 5) -> RecognizerEngine:
+                max_alternatives: int = 5, pocketsphinx_model: Path | None = None) -> RecognizerEngine:
     if kind not in ("auto", "vosk", "pocketsphinx"):
         raise RecognizerError(f"unknown recognizer {kind!r}: use auto, vosk or pocketsphinx")
     model = find_vosk_model(vosk_model, models_dir) if kind in ("auto", "vosk") else None
@@ -41,7 +52,11 @@ def open_engine(kind: str, *, vosk_model: Path | None, models_dir: Path, grammar
     else:
         from voicebot.asr.pocketsphinx import PocketSphinxEngine
 
+        acoustic = find_pocketsphinx_model(pocketsphinx_model, models_dir)
+        if acoustic is None:
+            log.warning("PocketSphinx runs its stock model; `voicebot models adapt` (make does it) is far more "
+                        "accurate on synthetic test calls")
         engine = PocketSphinxEngine(grammars, open_sentences, sample_rate_hz=sample_rate_hz,
-                                    max_alternatives=max_alternatives)
+                                    max_alternatives=max_alternatives, acoustic_model=acoustic)
     log.warning("speech recognition: %s, model %s", engine.name, engine.model_name)
     return engine
