@@ -97,8 +97,10 @@ def test_asking_for_a_person_transfers_as_caller_request(policy):
 
 
 def test_key_zero_transfers_at_any_time(policy):
+    _, actions = run(policy, started(policy), DtmfKey("0", 3.0))
+    assert of(actions, Transfer) == [Transfer("caller_request", "general")]
     state, _ = run(policy, started(policy), utt("I want to apply for housing allowance"))
-    state, actions = run(policy, state, DtmfKey("0", 3.0))
+    state, actions = run(policy, state, DtmfKey("0", 3.0), DtmfTimeout(7.0))
     assert of(actions, Transfer) == [Transfer("caller_request", "general")]
     assert of(actions, SaveIntake)[0].intake.status == "incomplete"
 
@@ -230,3 +232,10 @@ def test_open_speech_trusts_the_top_hypothesis_over_a_vague_lower_one(policy):
 def test_open_speech_takes_a_clear_intent_from_lower_in_the_n_best(policy):
     _, actions = run(policy, started(policy), utt("bananas are yellow", "what are your opening hours"))
     assert of(actions, RecognizedIntent)[0].intent == "opening_hours"
+
+
+def test_keys_typed_into_a_form_question_are_one_entry_not_a_transfer(policy):
+    state, _ = run(policy, started(policy), utt("housing allowance please"))
+    state, actions = run(policy, state, *[DtmfKey(d, 5.0) for d in "15110"], DtmfTimeout(9.0))
+    assert of(actions, Transfer) == []
+    assert state.field == "personal_id" and state.attempts == 1

@@ -154,8 +154,9 @@ class Policy:
 
     def _on_dtmf(self, turn: _Turn, digit: str) -> None:
         s = turn.state
-        fld = self._current_field(s)
-        if s.node == "field" and fld is not None and fld.dtmf:
+        if s.node == "field":
+            # Keys in a form question are one entry, ended by '#' or a pause: a caller
+            # typing "15110" must not reach a person at the '0'.
             if digit == "#":
                 self._dtmf_entry_done(turn)
             elif digit == "*":
@@ -170,14 +171,7 @@ class Policy:
             self._confirmed(turn, digit == "1")
 
     def _on_dtmf_timeout(self, turn: _Turn) -> None:
-        s = turn.state
-        if s.node != "field" or not s.dtmf:
-            return
-        if s.dtmf == self.scenario.agent_key:
-            turn.state = replace(s, dtmf="")
-            turn.actions.append(RecognizedIntent("agent", 1.0))
-            self._transfer(turn, "caller_request", self.scenario.intent("agent").queue)
-        else:
+        if turn.state.node == "field" and turn.state.dtmf:
             self._dtmf_entry_done(turn)
 
     def _dtmf_entry_done(self, turn: _Turn) -> None:
@@ -185,8 +179,12 @@ class Policy:
         fld = self._current_field(s)
         assert fld is not None
         keys, turn.state = s.dtmf, replace(s, dtmf="")
+        if keys == self.scenario.agent_key:
+            turn.actions.append(RecognizedIntent("agent", 1.0))
+            self._transfer(turn, "caller_request", self.scenario.intent("agent").queue)
+            return
         turn.actions.append(RecognizedIntent(None, 1.0))
-        result = formfields.parse_dtmf(fld.kind, keys)
+        result = formfields.parse_dtmf(fld.kind, keys) if fld.dtmf else None
         self._field_result(turn, fld, result)
 
     def _on_no_input(self, turn: _Turn) -> None:
@@ -225,10 +223,8 @@ class Policy:
 
     def _ask_field(self, turn: _Turn, fld: FormField, intro: str = "") -> None:
         says = ([Say(intro)] if intro else []) + [Say(fld.prompt)]
-        listen = Listen(
-            fld.grammar, complete=fld.complete, no_input_s=self.scenario.no_input_s,
-            interdigit_s=self.scenario.interdigit_timeout_s if fld.dtmf else None,
-        )
+        listen = Listen(fld.grammar, complete=fld.complete, no_input_s=self.scenario.no_input_s,
+                        interdigit_s=self.scenario.interdigit_timeout_s)
         turn.state = replace(turn.state, field=fld.name, dtmf="")
         self._say_and_listen(turn, says, listen, node="field")
 
