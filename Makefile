@@ -9,8 +9,11 @@ PYTHON  ?= python3
 STAMP   := $(VENV)/.installed
 # espeak-ng: speech out (pyttsx3 drives libespeak-ng) and test calls; sox: test-call channels;
 # libportaudio2: the sound-card softphone; libsndfile1: WAV codecs;
-# baresip-core: the real SIP phone the SIP tests call the service with (baresip without its GUI front-ends)
-DEBS    := espeak-ng libespeak-ng1 sox libsox-fmt-base libportaudio2 libsndfile1 baresip-core
+# baresip-core: the real SIP phone the SIP tests call the service with (baresip without its GUI front-ends);
+# sphinxtrain, sphinxbase-utils, pocketsphinx: adapting PocketSphinx's model (voicebot models adapt)
+DEBS    := espeak-ng libespeak-ng1 sox libsox-fmt-base libportaudio2 libsndfile1 baresip-core \
+           sphinxtrain sphinxbase-utils pocketsphinx
+ADAPTED := models/pocketsphinx-en-us-adapted/means
 EXAMPLES := $(wildcard examples/calls/*.wav)
 
 .PHONY: run test setup debs bench corpus clean
@@ -21,7 +24,11 @@ run: setup
 test: setup
 	$(BIN)/pytest -q
 
-setup: debs $(STAMP)
+setup: debs $(STAMP) $(ADAPTED)
+
+# PocketSphinx adapted to synthetic voices: built once, reproducibly, from the scenario
+$(ADAPTED): $(STAMP) voicebot/asr/adapt.py scenarios/benefits.toml
+	$(BIN)/voicebot models adapt
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

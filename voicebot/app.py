@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -47,6 +48,7 @@ async def open_runtime(settings: Settings, recorder: CallRecorder, *, workers: i
             settings.asr.engine, vosk_model=settings.asr.vosk_model, models_dir=settings.asr.models_dir,
             grammars=grammars, open_sentences=scenario.open_speech_sentences(),
             max_alternatives=settings.asr.max_alternatives, pocketsphinx_model=settings.asr.pocketsphinx_model,
+            workers=settings.asr.workers or os.cpu_count() or 1,
         ))
         synth = await run_blocking(lambda: EspeakSynthesizer(
             settings.sample_rate_hz, voice=settings.tts.voice, rate_wpm=settings.tts.rate_wpm))

@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     md.set_defaults(run=_cmd_models_download)
     ml = msub.add_parser("list", help="list installed models")
     ml.set_defaults(run=_cmd_models_list)
+    ma = msub.add_parser("adapt", help="adapt PocketSphinx's model to synthetic test voices (needs sphinxtrain)")
+    ma.add_argument("--out", type=Path, help="model directory (default models/pocketsphinx-en-us-adapted)")
+    ma.add_argument("--seed", type=int, default=11, help="which voices, rates and lines say which utterance")
+    ma.set_defaults(run=_cmd_models_adapt)
 
     s = sub.add_parser("synth", help="synthesize test calls from a call spec (needs espeak-ng)")
     s.add_argument("spec", type=Path)
@@ -172,6 +176,23 @@ def _cmd_models_list(args: argparse.Namespace) -> int:
         print(f"no models in {settings.asr.models_dir} (PocketSphinx's bundled US-English model is used)")
     for m in models:
         print(f"{m.name}  {m.path}  ({'per-state grammars' if m.supports_grammar else 'open decoding only'})")
+    return OK
+
+
+def _cmd_models_adapt(args: argparse.Namespace) -> int:
+    from voicebot.asr.adapt import adapt_model, synthetic_corpus
+    from voicebot.asr.pocketsphinx import stock_model_dir
+    from voicebot.asr.select import ADAPTED_POCKETSPHINX
+    from voicebot.dialogue.scenario import load_scenario
+
+    settings = _settings(args)
+    scenario = load_scenario(settings.scenario)
+    corpus = synthetic_corpus(scenario.open_speech_sentences() + scenario.static_prompts(), seed=args.seed)
+    stock = stock_model_dir()
+    out = args.out or settings.asr.models_dir / ADAPTED_POCKETSPHINX
+    print(f"adapting {stock.name} with {len(corpus)} synthetic utterances (about a minute) ...", file=sys.stderr)
+    adapt_model(stock / stock.name, stock / "cmudict-en-us.dict", corpus, out)
+    print(f"adapted model in {out}")
     return OK
 
 

@@ -31,6 +31,8 @@ class AsrSettings:
     max_alternatives: int = 5
     #: PocketSphinx acoustic model; unset: the adapted one under models_dir when built, else the stock model
     pocketsphinx_model: Path | None = None
+    #: recognizer processes for PocketSphinx (it holds the GIL while decoding); 0: one per CPU
+    workers: int = 0
 
 
 @dataclass(frozen=True, slots=True)

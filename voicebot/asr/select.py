@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -37,7 +38,10 @@ def find_pocketsphinx_model(configured: Path | None, models_dir: Path) -> Path |
 
 def open_engine(kind: str, *, vosk_model: Path | None, models_dir: Path, grammars: GrammarSet,
                 open_sentences: Sequence[str], sample_rate_hz: int = 16000,
-                max_alternatives: int = 5, pocketsphinx_model: Path | None = None) -> RecognizerEngine:
+                max_alternatives: int = 5, pocketsphinx_model: Path | None = None,
+                workers: int = 0) -> RecognizerEngine:
+    """The recognizer to use. ``workers`` > 0 runs PocketSphinx in that many processes
+    (its binding holds the GIL while decoding); Vosk releases the GIL and runs in-process."""
     if kind not in ("auto", "vosk", "pocketsphinx"):
         raise RecognizerError(f"unknown recognizer {kind!r}: use auto, vosk or pocketsphinx")
     model = find_vosk_model(vosk_model, models_dir) if kind in ("auto", "vosk") else None
@@ -56,7 +60,13 @@ def open_engine(kind: str, *, vosk_model: Path | None, models_dir: Path, grammar
         if acoustic is None:
             log.warning("PocketSphinx runs its stock model; `voicebot models adapt` (make does it) is far more "
                         "accurate on synthetic test calls")
-        engine = PocketSphinxEngine(grammars, open_sentences, sample_rate_hz=sample_rate_hz,
+        factory = functools.partial(PocketSphinxEngine, grammars, list(open_sentences), sample_rate_hz=sample_rate_hz,
                                     max_alternatives=max_alternatives, acoustic_model=acoustic)
+        if workers > 0:
+            from voicebot.asr.process import ProcessEngine
+
+            engine = ProcessEngine(factory, workers)
+        else:
+            engine = factory()
     log.warning("speech recognition: %s, model %s", engine.name, engine.model_name)
     return engine
