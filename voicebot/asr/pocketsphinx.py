@@ -65,7 +65,7 @@ class PocketSphinxOptions:
         }
     )
     #: PocketSphinx settings for the grammar (FSG) searches only
-    grammar_decoder: dict[str, object] = field(default_factory=lambda: {"wbeam": 1e-20})
+    grammar_decoder: dict[str, object] = field(default_factory=dict)
     #: PocketSphinx builds FSG lattices in time that grows steeply with the
     #: utterance (10 s for a spoken identity code); longer grammar utterances
     #: get the single best result only
