@@ -63,13 +63,15 @@ class Utterance:
     channel: str
 
 
-def synthetic_corpus(sentences: Sequence[str], *, seed: int = 11, code_strings: int = 120,
+def synthetic_corpus(sentences: Sequence[str], *, seed: int = 11, code_strings: int = 120, numbers: int = 80,
                      voices: Sequence[str] = VOICES) -> list[Utterance]:
-    """Domain sentences, spoken codes and short answers, each by a random voice, rate and line."""
+    """Domain sentences, spoken codes, numbers and short answers, each by a random voice, rate and line."""
     rng = random.Random(seed)
     texts: list[tuple[str, str]] = [(s, _words(s)) for s in sentences]
     for _ in range(code_strings):
         texts.append(_code_string(rng))
+    for _ in range(numbers):
+        texts.append(_number(rng))
     for answer in ("yes", "no", "yes please", "no that's wrong", "that's right", "correct", "yeah", "nope",
                    "three", "just one", "four people", "two of us", "five", "only me",
                    "seven hundred and ten euros", "eight hundred and twenty euros", "one thousand two hundred euros",
@@ -241,15 +243,55 @@ def _words(sentence: str) -> str:
     return " ".join(re.findall(r"[a-z]+(?:'[a-z]+)?", sentence.lower()))
 
 
+def _digit(rng: random.Random) -> str:
+    d = rng.choice(DIGITS)
+    return "oh" if d == "zero" and rng.random() < 0.3 else d
+
+
 def _code_string(rng: random.Random) -> tuple[str, str]:
-    """A spoken identity code (or a fragment of one), grouped as people say them."""
-    symbols = [rng.choice(DIGITS) for _ in range(rng.randint(3, 6))]
-    if rng.random() < 0.7:
-        symbols.append(rng.choice(["dash", "minus", "hyphen", "plus", *"abcdefyxwvu"]))
-        symbols += [rng.choice(DIGITS) for _ in range(3)]
+    """An identity code as callers say it ("two nine zero two eight eight, dash, one three six, D"),
+    or a postal code."""
+    if rng.random() < 0.35:
+        digits = [_digit(rng) for _ in range(5)]
+        return " ".join(digits), " ".join(digits)
+    birth = [_digit(rng) for _ in range(6)]
+    sign = rng.choice(["dash", "dash", "minus", "hyphen", "plus", *"abcdefyxwvu"])
+    individual = [_digit(rng) for _ in range(3)]
+    check = rng.choice([*CODE_LETTERS, *DIGITS])
+    groups = [" ".join(birth), sign.upper() if len(sign) == 1 else sign, " ".join(individual),
+              check.upper() if len(check) == 1 else check]
+    transcript = " ".join([*birth, f"{sign}." if len(sign) == 1 else sign, *individual,
+                           f"{check}." if len(check) == 1 else check])
+    return ", ".join(groups), transcript
+
+
+_TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def _number(rng: random.Random) -> tuple[str, str]:
+    """A rent in words ("seven hundred and sixty euros") or a household size ("four people")."""
+    if rng.random() < 0.3:
+        n = rng.randint(1, 20)
+        word = DIGITS[n] if n < 10 else _TEENS[n - 10] if n < 20 else "twenty"
+        text = rng.choice([word, f"{word} people", f"just {word}", f"{word} of us"]) if n > 1 else \
+            rng.choice(["one", "just one", "just me", "only me", "one person"])
+        return text, text
+    hundreds = rng.randint(1, 19)
+    words = [DIGITS[hundreds] if hundreds < 10 else _TEENS[hundreds - 10], "hundred"]
+    rest = rng.choice([0, rng.randint(1, 9), rng.randint(10, 19), rng.randint(20, 99)])
+    if rest:
+        if rng.random() < 0.6:
+            words.append("and")
+        if rest < 10:
+            words.append(DIGITS[rest])
+        elif rest < 20:
+            words.append(_TEENS[rest - 10])
+        else:
+            words.append(_TENS[rest // 10 - 2])
+            if rest % 10:
+                words.append(DIGITS[rest % 10])
     if rng.random() < 0.6:
-        symbols.append(rng.choice([*CODE_LETTERS, *DIGITS]))
-    groups = [symbols[i:i + 3] for i in range(0, len(symbols), 3)]
-    spoken = ", ".join(" ".join(s.upper() if len(s) == 1 else s for s in g) for g in groups)
-    transcript = " ".join(f"{s}." if len(s) == 1 else s for s in symbols)
-    return spoken, transcript
+        words.append("euros")
+    text = " ".join(words)
+    return text, text
