@@ -1,10 +1,11 @@
-# The voicebot service with its Debian dependencies. Models and call data are
-# volumes (see docker-compose.yml) so images stay small and data survives.
+# The voicebot service with its Debian dependencies. Vosk models and call data
+# are volumes (see docker-compose.yml) so images stay small and data survives.
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      espeak-ng libespeak-ng1 sox libsox-fmt-base libportaudio2 libsndfile1 make \
+      espeak-ng libespeak-ng1 sox libsox-fmt-base libportaudio2 libsndfile1 \
+      sphinxtrain sphinxbase-utils pocketsphinx \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
@@ -18,7 +19,10 @@ COPY models/README.md ./models/README.md
 
 ENV VOICEBOT_HOME=/app \
     VOICEBOT_MODELS_DIR=/app/models \
-    VOICEBOT_DATA_DIR=/data
+    VOICEBOT_DATA_DIR=/data \
+    VOICEBOT_POCKETSPHINX_MODEL=/app/pocketsphinx-en-us-adapted
+# PocketSphinx adapted to synthetic test voices, outside the models volume
+RUN voicebot models adapt --out /app/pocketsphinx-en-us-adapted
 VOLUME ["/app/models", "/data"]
 ENTRYPOINT ["voicebot"]
-CMD ["replay", "examples/calls/s01_hours.wav", "examples/calls/s05_person.wav", "examples/calls/s09_intake.wav"]
+CMD ["replay", "examples/calls/ex01_hours.wav", "examples/calls/ex02_person.wav", "examples/calls/ex03_intake.wav", "examples/calls/ex04_keypad_zero.wav"]

@@ -35,13 +35,16 @@ async def main() -> None:
     ap.add_argument("spec", nargs="?", type=Path, default=PROJECT_ROOT / "tests" / "corpus" / "samples.json")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--engine", default=None)
+    ap.add_argument("--workers", type=int, default=0,
+                    help="recognizer processes (default 0: in this process, so time inside the recognizer is "
+                         "measured exactly; the service uses one per CPU)")
     args = ap.parse_args()
 
     cache = PROJECT_ROOT / ".cache" / "bench" / args.spec.stem
     wavs = sorted(cache.glob("*.wav"))
     if not wavs:
         wavs = sorted(build_spec(args.spec, cache))
-    settings = load_settings(overrides={("asr", "engine"): args.engine})
+    settings = load_settings(overrides={("asr", "engine"): args.engine, ("asr", "workers"): args.workers})
     expectations = load_expectations(args.spec)
 
     t0 = time.perf_counter()

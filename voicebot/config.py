@@ -31,8 +31,9 @@ class AsrSettings:
     max_alternatives: int = 5
     #: PocketSphinx acoustic model; unset: the adapted one under models_dir when built, else the stock model
     pocketsphinx_model: Path | None = None
-    #: recognizer processes for PocketSphinx (it holds the GIL while decoding); 0: one per CPU
-    workers: int = 0
+    #: recognizer processes for PocketSphinx (it holds the GIL while decoding);
+    #: None: one per CPU, 0: decode in this process (benchmarks, debugging)
+    workers: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ _ENV = {
     "VOICEBOT_VOSK_MODEL": ("asr", "vosk_model"),
     "VOICEBOT_MODELS_DIR": ("asr", "models_dir"),
     "VOICEBOT_POCKETSPHINX_MODEL": ("asr", "pocketsphinx_model"),
+    "VOICEBOT_ASR_WORKERS": ("asr", "workers"),
     "VOICEBOT_TTS_VOICE": ("tts", "voice"),
     "VOICEBOT_TTS_RATE": ("tts", "rate_wpm"),
     "VOICEBOT_END_SILENCE_MS": ("listen", "end_silence_ms"),
