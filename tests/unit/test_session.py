@@ -11,7 +11,6 @@ import math
 import shutil
 import subprocess
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import pytest

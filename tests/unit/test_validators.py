@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.idcodes import CHECK_TABLE, SIGNS_OF_CENTURY, TODAY, make_code, valid_codes
 from voicebot.dialogue.validators import (
     Invalid,
     Parsed,
@@ -22,26 +23,10 @@ from voicebot.dialogue.validators import (
     validate_postal_code,
 )
 
-TODAY = date(2026, 1, 15)
 
-# Restated from the Population Information Act, independently of the module's tables.
-SIGNS_OF_CENTURY = {1800: "+", 1900: "-YXWVU", 2000: "ABCDEF"}
 ALL_SIGNS = "".join(SIGNS_OF_CENTURY.values())
-CHECK_TABLE = "0123456789ABCDEFHJKLMNPRSTUVWXY"
 
 
-def make_code(day: int, month: int, yy: int, sign: str, individual: int) -> str:
-    nine = f"{day:02d}{month:02d}{yy:02d}{individual:03d}"
-    return f"{nine[:6]}{sign}{nine[6:]}{CHECK_TABLE[int(nine) % 31]}"
-
-
-@st.composite
-def valid_codes(draw: st.DrawFn, today: date = TODAY) -> str:
-    century = draw(st.sampled_from(sorted(SIGNS_OF_CENTURY)))
-    sign = draw(st.sampled_from(SIGNS_OF_CENTURY[century]))
-    born = draw(st.dates(date(century, 1, 1), min(date(century + 99, 12, 31), today)))
-    individual = draw(st.integers(2, 999))
-    return make_code(born.day, born.month, born.year % 100, sign, individual)
 
 
 # --------------------------------------------------------------------------- known codes

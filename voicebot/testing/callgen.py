@@ -100,7 +100,6 @@ def build_call(call: dict[str, Any], outdir: Path, *, _checked_voices: set[tuple
     _check_call(call, checked)
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    call_voice = _voice_name(call.get("voice", DEFAULT_VOICE))
     call_rate = int(call.get("rate", DEFAULT_RATE_WPM))
     gap_s = float(call.get("gap", DEFAULT_GAP_S))
 
