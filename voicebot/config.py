@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from voicebot.errors import VoicebotError
+from voicebot.sip.settings import SipSettings
 
 #: the checkout the package runs from: grammars/, scenarios/, models/ live here
 #: (an installed package finds them through VOICEBOT_HOME instead)
@@ -55,6 +56,21 @@ class ListenSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpSettings:
+    #: loopback until the API has logins: the calls API shows transcripts
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingSettings:
+    #: a stereo WAV per live call (caller left, bot right); off by default: recordings are personal data
+    enabled: bool = False
+    #: where recordings go; unset: <data_dir>/recordings
+    directory: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     scenario: Path = PROJECT_ROOT / "scenarios" / "benefits.toml"
     data_dir: Path = PROJECT_ROOT / "data"
@@ -62,6 +78,13 @@ class Settings:
     asr: AsrSettings = field(default_factory=AsrSettings)
     tts: TtsSettings = field(default_factory=TtsSettings)
     listen: ListenSettings = field(default_factory=ListenSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    sip: SipSettings = field(default_factory=SipSettings)
+    recording: RecordingSettings = field(default_factory=RecordingSettings)
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.recording.directory or self.data_dir / "recordings"
 
     @classmethod
     def rooted(cls, home: Path) -> "Settings":
@@ -83,6 +106,10 @@ _ENV = {
     "VOICEBOT_TTS_VOICE": ("tts", "voice"),
     "VOICEBOT_TTS_RATE": ("tts", "rate_wpm"),
     "VOICEBOT_END_SILENCE_MS": ("listen", "end_silence_ms"),
+    "VOICEBOT_HTTP_PORT": ("http", "port"),
+    "VOICEBOT_SIP_PORT": ("sip", "port"),
+    "VOICEBOT_SIP_PUBLIC_ADDRESS": ("sip", "public_address"),
+    "VOICEBOT_RECORDING": ("recording", "enabled"),
 }
 
 
@@ -109,6 +136,12 @@ def load_settings(config_file: Path | None = None, env: Mapping[str, str] | None
             settings = _set(settings, path, value, "--" + path[-1].replace("_", "-"))
     if settings.asr.engine not in ("auto", "vosk", "pocketsphinx"):
         raise ConfigError(f"asr engine must be auto, vosk or pocketsphinx, not {settings.asr.engine!r}")
+    if not 0 <= settings.http.port <= 65535:
+        raise ConfigError(f"http port must be 0-65535, not {settings.http.port}")
+    try:
+        settings.sip.check()
+    except VoicebotError as e:
+        raise ConfigError(str(e)) from None
     return settings
 
 
@@ -147,6 +180,9 @@ def _coerce(typ: Any, value: Any, where: str) -> Any:
             return float(value)
         if t.startswith("bool"):
             return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
+        if t.startswith("tuple"):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(i).strip() for i in items if str(i).strip())
         return None if value in ("", None) and "None" in t else str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {value!r} is not a valid {t}") from None

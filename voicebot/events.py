@@ -1,6 +1,6 @@
 """The one typed vocabulary that flows between stages of a call.
 
-transport -> listener: AudioFrame, DtmfTone, TransportHangup
+transport -> listener: AudioFrame, DtmfTone, TransportHangup, TransportClosing
 listener/session -> policy: CallerEvent subclasses
 policy -> session: Action subclasses
 
@@ -50,7 +50,14 @@ class TransportHangup:
     cause: str = "caller"
 
 
-TransportItem = Union[AudioFrame, DtmfTone, TransportHangup]
+@dataclass(frozen=True, slots=True)
+class TransportClosing:
+    """The service is shutting down: the bot should end the call politely now."""
+
+    at_s: float
+
+
+TransportItem = Union[AudioFrame, DtmfTone, TransportHangup, TransportClosing]
 
 
 # --------------------------------------------------------------------------- recognition
@@ -137,8 +144,16 @@ class CallerHungUp:
     at_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class ServiceClosing:
+    """The service must end calls in progress (graceful shutdown ran out of time)."""
+
+    at_s: float
+
+
 CallerEvent = Union[
-    CallStarted, SpeechStarted, Utterance, DtmfKey, DtmfTimeout, NoInput, PromptPlayed, IntakeSubmitted, CallerHungUp
+    CallStarted, SpeechStarted, Utterance, DtmfKey, DtmfTimeout, NoInput, PromptPlayed, IntakeSubmitted, CallerHungUp,
+    ServiceClosing,
 ]
 
 

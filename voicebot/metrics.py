@@ -1,14 +1,18 @@
 """Service metrics for Prometheus, one registry per service (never the global default).
 
 The session layer reports through a ``CallMetrics`` it is given; ``/metrics``
-renders the same object.
+renders the same object. When calls run in worker processes, each worker's
+metrics go to prometheus_client's multiprocess files (the workers run with
+``PROMETHEUS_MULTIPROC_DIR`` set) and the service renders them all through a
+``CallMetrics(multiprocess_dir=...)``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from voicebot.events import Outcome, TransferReason
@@ -22,10 +26,11 @@ ASR_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 class CallMetrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self) -> None:
+    def __init__(self, *, multiprocess_dir: Path | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._multiprocess_dir = multiprocess_dir
         r = self.registry
-        self._active = Gauge("voicebot_active_calls", "Calls in progress", registry=r)
+        self._active = Gauge("voicebot_active_calls", "Calls in progress", registry=r, multiprocess_mode="livesum")
         self._calls = Counter("voicebot_calls", "Calls ended, by outcome", ["outcome"], registry=r)
         self._transfers = Counter("voicebot_transfers", "Calls handed to a person, by reason", ["reason"], registry=r)
         self._latency = Histogram("voicebot_turn_latency_seconds", "From the end of caller speech to the bot's reply",
@@ -54,5 +59,14 @@ class CallMetrics:
         self._asr.observe(seconds)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of every metric."""
-        return generate_latest(self.registry)
+        """The Prometheus text exposition of every metric (of every worker process, in multiprocess mode)."""
+        if self._multiprocess_dir is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(self._multiprocess_dir))
+        return generate_latest(registry)
+
+    def worker_exited(self, pid: int) -> None:
+        """Drop a finished worker's live gauges (multiprocess mode)."""
+        if self._multiprocess_dir is not None:
+            multiprocess.mark_process_dead(pid, path=str(self._multiprocess_dir))

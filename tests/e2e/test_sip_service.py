@@ -341,7 +341,7 @@ async def test_draining_answers_503_and_waits_for_calls_in_progress(tmp_path):
     assert record["caller_id"] == "busy"
 
 
-async def test_drain_timeout_hangs_up_calls_still_going(tmp_path):
+async def test_drain_timeout_ends_calls_still_going_with_an_apology_and_saves_them(tmp_path):
     caller = BaresipAgent(tmp_path / "caller", user="stays", mic=None)
     async with agents(caller), sip_stack(tmp_path) as stack:
         await caller.dial(stack.uri)
@@ -349,7 +349,11 @@ async def test_drain_timeout_hangs_up_calls_still_going(tmp_path):
         await stack.sip.drain(timeout_s=1.0)
         await caller.wait_event("CALL_CLOSED", 10)
         [record] = await stack.ended_calls(1)
+        closing = stack.runtime.scenario.prompt("service_closing")
     assert record["status"] == "ended"
+    assert record["outcome"] == "completed"
+    bot = [t for t in record["turns"] if t["speaker"] == "bot"]
+    assert bot[-1]["text"] == closing and not bot[-1]["interrupted"]
 
 
 # --------------------------------------------------------------------------- registration

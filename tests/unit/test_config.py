@@ -36,8 +36,24 @@ def test_home_moves_every_project_path(tmp_path: Path):
     assert s.asr.grammars_dir == tmp_path / "grammars"
 
 
+def test_phone_service_tables_nest_and_the_environment_reaches_them(tmp_path: Path):
+    cfg = tmp_path / "voicebot.toml"
+    cfg.write_text('[http]\nport = 9000\n[sip]\nmax_calls = 12\ncodecs = "PCMU"\n'
+                   '[sip.transfer]\nmode = "bridge"\ntarget_uri = "sip:agents@pbx.test"\n'
+                   '[recording]\nenabled = true\n')
+    s = load_settings(cfg, env={"VOICEBOT_SIP_PORT": "5070"})
+    assert (s.http.port, s.sip.port, s.sip.max_calls) == (9000, 5070, 12)
+    assert s.sip.transfer.target_uri == "sip:agents@pbx.test" and s.sip.legs_per_call == 2
+    # bridged calls take two of a worker's four PJSIP call slots: six workers for twelve calls
+    assert s.sip.worker_count == 6
+    assert s.recording.enabled and s.recordings_dir == s.data_dir / "recordings"
+
+
 @pytest.mark.parametrize("text, message", [
     ('[asr]\nengin = "vosk"\n', "unknown setting 'engin'"),
+    ('[sip]\ncodecs = "OPUS"\n', "sip codecs must be a list of"),
+    ('[sip.transfer]\nmode = "teleport"\n', "must be refer or bridge"),
+    ('[http]\nport = 70000\n', "http port must be 0-65535"),
     ('[listen]\nend_silence_ms = "soon"\n', "not a valid int"),
     ('[asr\n', "not valid TOML"),
     ('[asr]\nengine = "whisper"\n', "must be auto, vosk or pocketsphinx"),

@@ -11,7 +11,7 @@ from voicebot.dialogue.policy import DialogueState, Policy
 from voicebot.dialogue.scenario import load_scenario
 from voicebot.events import (
     Alternative, CallerHungUp, CallStarted, DtmfKey, DtmfTimeout, EndCall, IntakeSubmitted, Listen, NoInput,
-    RecognizedIntent, SaveIntake, Say, SubmitIntake, Transfer, Utterance,
+    RecognizedIntent, SaveIntake, Say, ServiceClosing, SubmitIntake, Transfer, Utterance,
 )
 
 VALID_ID = "290288-136D"
@@ -216,6 +216,17 @@ def test_hangup_mid_form_keeps_an_incomplete_form(policy):
     state, actions = run(policy, state, CallerHungUp(20.0))
     assert of(actions, SaveIntake)[0].intake.status == "incomplete"
     assert state.node == "ended"
+
+
+def test_service_closing_mid_form_says_sorry_uninterruptibly_keeps_the_form_and_ends(policy):
+    state, _ = run(policy, started(policy), utt("housing allowance please"))
+    state, _ = run(policy, state, utt("two nine zero two eight eight dash one three six d"))
+    state, actions = run(policy, state, ServiceClosing(30.0))
+    assert of(actions, SaveIntake)[0].intake.status == "incomplete"
+    assert said(actions) == [Say(policy.scenario.prompt("service_closing"), interruptible=False)]
+    assert of(actions, EndCall) == [EndCall("completed")]
+    _, again = run(policy, state, ServiceClosing(31.0))
+    assert again == []
 
 
 def test_nothing_happens_after_the_call_is_handed_over(policy):

@@ -24,8 +24,8 @@ from voicebot.clock import Clock
 from voicebot.dialogue.policy import DialogueState, Policy
 from voicebot.events import (
     Action, AudioFrame, CallerEvent, CallerHungUp, CallStarted, DtmfKey, DtmfTimeout, DtmfTone, EndCall,
-    IntakeForm, IntakeSubmitted, Listen, NoInput, RecognizedIntent, SaveIntake, Say, SpeechStarted, SubmitIntake,
-    Transfer, TransportHangup, Utterance,
+    IntakeForm, IntakeSubmitted, Listen, NoInput, RecognizedIntent, SaveIntake, Say, ServiceClosing, SpeechStarted,
+    SubmitIntake, Transfer, TransportClosing, TransportHangup, Utterance,
 )
 from voicebot.transports.base import Transport
 
@@ -135,6 +135,8 @@ class CallSession:
                     await self._on_caller_event(ev)
             elif isinstance(item, DtmfTone):
                 await self._on_caller_event(DtmfKey(item.digit, item.start_s))
+            elif isinstance(item, TransportClosing):
+                await self._dispatch(ServiceClosing(item.at_s))
             elif isinstance(item, TransportHangup):
                 for ev in await listener.flush(item.at_s):
                     await self._on_caller_event(ev)

@@ -15,7 +15,7 @@ from voicebot.dialogue.nlu import IntentMatch, IntentMatcher
 from voicebot.dialogue.scenario import Form, FormField, Intent, Scenario
 from voicebot.events import (
     Action, CallerEvent, CallerHungUp, CallStarted, DtmfKey, DtmfTimeout, EndCall, IntakeForm,
-    IntakeSubmitted, Listen, NoInput, RecognizedIntent, SaveIntake, Say, SubmitIntake, Transfer,
+    IntakeSubmitted, Listen, NoInput, RecognizedIntent, SaveIntake, Say, ServiceClosing, SubmitIntake, Transfer,
     TransferReason, Utterance,
 )
 
@@ -96,6 +96,9 @@ class Policy:
                 self._on_submitted(turn, event.reference)
             case CallerHungUp():
                 self._on_hangup(turn)
+            case ServiceClosing():
+                if state.node != "closing":
+                    self._close(turn, self.scenario.prompt("service_closing"), interruptible=False)
             case _:
                 pass
         return turn.state, turn.actions
@@ -354,9 +357,9 @@ class Policy:
         turn.actions += [Say(self.scenario.prompt(f"transfer_{reason}")), Transfer(reason, queue)]
         turn.state = replace(turn.state, node="transferred")
 
-    def _close(self, turn: _Turn, text: str) -> None:
+    def _close(self, turn: _Turn, text: str, *, interruptible: bool = True) -> None:
         self._save_incomplete(turn)
-        turn.actions += [Say(text), EndCall("completed")]
+        turn.actions += [Say(text, interruptible=interruptible), EndCall("completed")]
         turn.state = replace(turn.state, node="closing")
 
     def _save_incomplete(self, turn: _Turn) -> None:

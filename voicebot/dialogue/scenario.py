@@ -104,7 +104,7 @@ class Scenario:
 
 _REQUIRED_PROMPTS = (
     "welcome", "anything_else", "what_else", "no_match", "no_input", "no_input_goodbye", "goodbye",
-    "transfer_caller_request", "transfer_complex_case", "transfer_not_understood",
+    "transfer_caller_request", "transfer_complex_case", "transfer_not_understood", "service_closing",
 )
 
 

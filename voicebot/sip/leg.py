@@ -27,6 +27,7 @@ from typing import Any, Callable
 import pjsua2 as pj
 
 from voicebot.calls.speaker import Speaker
+from voicebot.calls.tape import CallTape
 from voicebot.clock import Clock
 from voicebot.events import FRAME_MS, AudioFrame, DtmfTone, TransportHangup, TransportItem
 from voicebot.sip.endpoint import BRIDGE_RATE_HZ, SipEndpoint
@@ -158,8 +159,8 @@ class LegHandle:
 
     # ------------------------------------------------------------------ called on the loop
 
-    def attach(self, speaker: Speaker) -> None:
-        self.endpoint.submit(lambda: self.pj and self.pj.port and self.pj.port.attach(speaker))
+    def attach(self, speaker: Speaker, tape: CallTape | None = None) -> None:
+        self.endpoint.submit(lambda: self.pj and self.pj.port and self.pj.port.attach(speaker, tape))
 
     async def answer(self, code: int = 200, reason: str = "") -> None:
         await self.endpoint.run(self._pj_answer, code, reason)

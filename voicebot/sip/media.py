@@ -18,6 +18,7 @@ from typing import Any, Callable
 import pjsua2 as pj
 
 from voicebot.calls.speaker import Speaker
+from voicebot.calls.tape import CallTape
 from voicebot.events import BYTES_PER_SAMPLE, FRAME_MS
 from voicebot.sip.endpoint import BRIDGE_RATE_HZ
 
@@ -75,6 +76,7 @@ class FramePort(pj.AudioMediaPort):
         self._on_audio: Callable[[bytes], None] | None = on_audio
         self._clock_s = clock_s
         self._speaker: Speaker | None = None
+        self._tape: CallTape | None = None
         self._silence = bytes(self.samples_per_frame * BYTES_PER_SAMPLE)
         self._last_request: float | None = None
         self._last_received: float | None = None
@@ -82,8 +84,9 @@ class FramePort(pj.AudioMediaPort):
         self.stats = MediaStats()
         self.createPort(name, bridge_format())
 
-    def attach(self, speaker: Speaker) -> None:
-        """Start pulling bot audio from ``speaker`` (any thread: one attribute store)."""
+    def attach(self, speaker: Speaker, tape: CallTape | None = None) -> None:
+        """Start pulling bot audio from ``speaker`` (any thread: attribute stores), a copy onto ``tape``."""
+        self._tape = tape
         self._speaker = speaker
 
     def detach(self) -> None:
@@ -117,7 +120,11 @@ class FramePort(pj.AudioMediaPort):
                     self.stats.underruns += 1
                     speaker.underruns += 1
             self._last_request = now
-            pcm = speaker.pull(self.samples_per_frame, self._clock_s())
+            at_s = self._clock_s()
+            pcm = speaker.pull(self.samples_per_frame, at_s)
+            tape = self._tape
+            if tape is not None:
+                tape.bot(pcm, at_s)
         frame.type = pj.PJMEDIA_FRAME_TYPE_AUDIO
         frame.buf = pj.ByteVector(pcm)
         frame.size = len(pcm)

@@ -12,13 +12,17 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import pjsua2 as pj
 
+from voicebot.audio.wav import write_wav
 from voicebot.calls.report import CallReport
+from voicebot.calls.tape import CallTape
 from voicebot.calls.session import CallSession, SessionServices
 from voicebot.clock import LoopClock
+from voicebot.events import TransportClosing
 from voicebot.sip.account import ServiceAccount, local_account_config, registered_account_config
 from voicebot.sip.endpoint import BoundAddress, EndpointConfig, SipEndpoint
 from voicebot.sip.leg import LegHandle, PjLeg, bare_uri
@@ -31,6 +35,8 @@ log = logging.getLogger("voicebot.sip")
 MEDIA_WAIT_S = 10.0
 #: a gap in caller audio this long is worth a warning
 STALL_WARN_MS = 200.0
+#: how long a call told that the service is closing may take to say so and hang up
+CLOSING_GRACE_S = 15.0
 
 
 class _HasServices:
@@ -59,9 +65,12 @@ class SipService:
     """Use through ``open_sip_service``."""
 
     def __init__(self, runtime: _HasServices, settings: SipSettings, *,
-                 on_call_ended: Callable[[CallReport], None] | None = None) -> None:
+                 on_call_ended: Callable[[CallReport], None] | None = None,
+                 recordings_dir: Path | None = None) -> None:
         settings.check()
         self.settings = settings
+        #: a stereo WAV per call goes here (caller left, bot right); None: no recording
+        self.recordings_dir = recordings_dir
         self._services = runtime.services
         self._on_call_ended = on_call_ended
         self._loop = asyncio.get_running_loop()
@@ -102,25 +111,49 @@ class SipService:
             raise
         return self.address
 
-    async def drain(self, timeout_s: float | None = None) -> None:
-        """Refuse new calls (503), let calls in progress finish, then hang up what is left."""
+    async def drain(self, timeout_s: float | None = None, *, polite: bool = True) -> None:
+        """Refuse new calls (503) and let calls in progress finish; then end the rest.
+
+        Calls still going after ``timeout_s`` are told the service is closing (the bot says so and
+        hangs up, saving what the caller gave) when ``polite``; whatever is left is hung up.
+        """
         self.draining = True
         timeout_s = self.settings.drain_timeout_s if timeout_s is None else timeout_s
-        tasks = set(self._tasks)
-        if tasks:
+        pending = set(self._tasks)
+        if pending and timeout_s > 0:
             log.info("draining: waiting up to %g s for %d call(s)", timeout_s, len(self._active))
-            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
-            if pending:
-                log.warning("draining: hanging up %d call(s) still going", len(self._active))
-                for call in list(self._active.values()):
-                    call.handle.end_cause = "shutdown"
-                    await call.handle.hangup()
-                    if call.partner is not None:
-                        await call.partner.hangup()
-                await asyncio.wait(pending, timeout=10.0)
+            _, pending = await asyncio.wait(pending, timeout=timeout_s)
+        if pending and polite:
+            closing = [c for c in self._active.values() if c.session is not None and c.partner is None]
+            log.warning("draining: ending %d call(s) still going", len(closing))
+            for call in closing:
+                call.handle.items.put_nowait(TransportClosing(call.handle.clock_s()))
+            _, pending = await asyncio.wait(pending, timeout=CLOSING_GRACE_S)
+        if pending:
+            log.warning("hanging up %d call(s)", len(self._active))
+            for call in list(self._active.values()):
+                call.handle.end_cause = "shutdown"
+                await call.handle.hangup()
+                if call.partner is not None:
+                    await call.partner.hangup()
+            await asyncio.wait(pending, timeout=10.0)
+
+    async def serve_until(self, drain: asyncio.Event, now: asyncio.Event) -> None:
+        """Answer calls until ``drain`` is set, then drain; ``now`` cuts the drain short."""
+        await drain.wait()
+        draining = asyncio.create_task(self.drain())
+        cut_short = asyncio.create_task(now.wait())
+        try:
+            await asyncio.wait({draining, cut_short}, return_when=asyncio.FIRST_COMPLETED)
+            if cut_short.done():
+                await self.drain(0.0, polite=False)
+            await draining
+        finally:
+            cut_short.cancel()
+            await asyncio.gather(cut_short, return_exceptions=True)
 
     async def close(self) -> None:
-        await self.drain(0.0)
+        await self.drain(0.0, polite=False)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -170,10 +203,16 @@ class SipService:
                 log.warning("call %s from %s: no audio came up", handle.sip_call_id, handle.remote_uri)
                 return
             log.info("call %s from %s: audio up (%s)", handle.sip_call_id, handle.remote_uri, handle.codec)
-            transport = SipTransport(handle, self.settings.transfer, bridge=lambda leg, uri: self._bridge(call, uri))
+            tape = CallTape(SipTransport.sample_rate_hz) if self.recordings_dir is not None else None
+            transport = SipTransport(handle, self.settings.transfer, bridge=lambda leg, uri: self._bridge(call, uri),
+                                     tape=tape)
             session = CallSession(self._services, transport, handle.clock, name=bare_uri(handle.remote_uri))
             call.session, call.transport = session, transport
-            report = await session.run()
+            try:
+                report = await session.run()
+            finally:
+                if tape is not None:
+                    await self._save_recording(session.report.call_id, tape)
             if self._on_call_ended is not None:
                 self._on_call_ended(report)
             if transport.bridged and call.partner is not None:
@@ -198,6 +237,20 @@ class SipService:
             if stats.max_rx_gap_ms > STALL_WARN_MS:
                 log.warning("call %s: PJSIP's media clock stalled for %.0f ms (a thread held the GIL):"
                             " caller audio may have been lost", handle.sip_call_id, stats.max_rx_gap_ms)
+
+    async def _save_recording(self, call_id: str, tape: CallTape) -> None:
+        assert self.recordings_dir is not None
+        path = self.recordings_dir / f"{call_id}.wav"
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_wav(path, tape.stereo(), tape.sample_rate_hz)
+
+        try:
+            await self._loop.run_in_executor(None, write)
+            log.info("call %s recorded to %s", call_id, path)
+        except OSError as e:
+            log.error("call %s: recording not saved: %s", call_id, e)
 
     async def _bridge(self, call: ActiveCall, target_uri: str) -> bool:
         """Call the transfer target and join its audio with the caller's; False when that fails."""
@@ -271,12 +324,13 @@ async def _first(a: asyncio.Event, b: asyncio.Event, timeout_s: float | None) ->
 
 @contextlib.asynccontextmanager
 async def open_sip_service(runtime: _HasServices, settings: SipSettings, *,
-                           on_call_ended: Callable[[CallReport], None] | None = None) -> AsyncIterator[SipService]:
+                           on_call_ended: Callable[[CallReport], None] | None = None,
+                           recordings_dir: Path | None = None) -> AsyncIterator[SipService]:
     """Listen for SIP calls until the block ends, then hang up what is left and stop.
 
     Call ``service.drain()`` first for a graceful end (new calls get 503 while calls in progress finish).
     """
-    service = SipService(runtime, settings, on_call_ended=on_call_ended)
+    service = SipService(runtime, settings, on_call_ended=on_call_ended, recordings_dir=recordings_dir)
     await service.start()
     try:
         yield service

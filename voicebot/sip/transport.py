@@ -12,7 +12,8 @@ import logging
 from typing import AsyncIterator, Awaitable, Callable
 
 from voicebot.calls.speaker import Speaker
-from voicebot.events import Transfer, TransportHangup, TransportItem
+from voicebot.calls.tape import CallTape
+from voicebot.events import AudioFrame, Transfer, TransportHangup, TransportItem
 from voicebot.sip.endpoint import BRIDGE_RATE_HZ
 from voicebot.sip.leg import LegHandle, caller_id_from
 from voicebot.sip.settings import SipTransferSettings
@@ -26,8 +27,11 @@ BridgeDialer = Callable[[LegHandle, str], Awaitable[bool]]
 class SipTransport:
     sample_rate_hz = BRIDGE_RATE_HZ
 
-    def __init__(self, leg: LegHandle, transfer: SipTransferSettings, bridge: BridgeDialer | None = None) -> None:
+    def __init__(self, leg: LegHandle, transfer: SipTransferSettings, bridge: BridgeDialer | None = None,
+                 tape: CallTape | None = None) -> None:
         self.leg = leg
+        #: both sides of the call for a recording, when recording
+        self.tape = tape
         self.caller_id = caller_id_from(leg.remote_uri)
         self._transfer = transfer
         self._bridge = bridge
@@ -37,11 +41,13 @@ class SipTransport:
         self.bridged = False
 
     def attach(self, speaker: Speaker) -> None:
-        self.leg.attach(speaker)
+        self.leg.attach(speaker, self.tape)
 
     async def receive(self) -> AsyncIterator[TransportItem]:
         while True:
             item = await self.leg.items.get()
+            if self.tape is not None and isinstance(item, AudioFrame):
+                self.tape.caller(item.pcm, item.start_s)
             yield item
             if isinstance(item, TransportHangup):
                 return

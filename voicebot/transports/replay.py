@@ -14,6 +14,7 @@ from typing import AsyncIterator
 import numpy as np
 
 from voicebot.calls.speaker import Speaker
+from voicebot.calls.tape import CallTape
 from voicebot.clock import VirtualClock
 from voicebot.events import FRAME_MS, AudioFrame, Transfer, TransportHangup, TransportItem
 
@@ -27,7 +28,7 @@ class ReplayTransport:
         self._clock = clock
         self._realtime = realtime
         self._speaker: Speaker | None = None
-        self._bot: list[bytes] = []
+        self._tape = CallTape(sample_rate_hz)
         self.ended_by: str = ""
 
     def attach(self, speaker: Speaker) -> None:
@@ -43,12 +44,14 @@ class ReplayTransport:
             chunk = self._samples[offset:offset + n]
             if len(chunk) < n:
                 chunk = np.concatenate([chunk, np.zeros(n - len(chunk), np.int16)])
+            pcm = chunk.tobytes()
+            self._tape.caller(pcm, t)
             if self._speaker is not None:
-                self._bot.append(self._speaker.pull(n, t))
+                self._tape.bot(self._speaker.pull(n, t), t)
             if self._realtime:
                 await asyncio.sleep(max(0.0, wall0 + t + frame_s - time.monotonic()))
             self._clock.advance_to(t + frame_s)
-            yield AudioFrame(chunk.tobytes(), self.sample_rate_hz, t)
+            yield AudioFrame(pcm, self.sample_rate_hz, t)
         yield TransportHangup(total / self.sample_rate_hz)
 
     async def transfer(self, transfer: Transfer) -> None:
@@ -58,10 +61,5 @@ class ReplayTransport:
         self.ended_by = "bot"
 
     def stereo(self) -> np.ndarray:
-        """Caller left, bot right, time-aligned, as long as the longer side."""
-        bot = np.frombuffer(b"".join(self._bot), dtype=np.int16)
-        length = max(len(self._samples), len(bot))
-        out = np.zeros((length, 2), dtype=np.int16)
-        out[:len(self._samples), 0] = self._samples
-        out[:len(bot), 1] = bot
-        return out
+        """Caller left, bot right, time-aligned."""
+        return self._tape.stereo()
