@@ -59,8 +59,12 @@ class SipSettings:
     #: first RTP port (0: any) and how many ports after it may be used
     rtp_port: int = 4000
     rtp_port_range: int = 1000
-    #: calls handled at once; more get 486 Busy Here (see call_slots)
-    max_calls: int = 4
+    #: calls handled at once by the whole service; more get 486 Busy Here
+    max_calls: int = 20
+    #: processes answering calls behind the SIP front (each its own PJSIP with call_slots calls);
+    #: unset: as many as max_calls needs; 0: PJSIP in the service process itself on ``port``, without
+    #: the front (at most call_slots calls and none of the front's SIP-side protection: development only)
+    workers: int | None = None
     #: calls PJSIP itself can hold at once (PJSUA_MAX_CALLS, fixed when PJSIP is compiled: the
     #: pjsua2-python wheel has 4); a bridged transfer takes two
     call_slots: int = 4
@@ -90,8 +94,16 @@ class SipSettings:
 
     @property
     def capacity(self) -> int:
-        """Calls answered at once: max_calls, as far as PJSIP's call slots allow."""
+        """Calls one PJSIP endpoint answers at once: max_calls, as far as its call slots allow."""
         return max(1, min(self.max_calls, self.call_slots // self.legs_per_call))
+
+    @property
+    def worker_count(self) -> int:
+        """Call-answering processes behind the front (0: none, PJSIP runs in the service process)."""
+        if self.workers is not None:
+            return self.workers
+        per_worker = max(1, self.call_slots // self.legs_per_call)
+        return max(1, -(-self.max_calls // per_worker))
 
     def check(self) -> None:
         """Raise SipError (one line) on a setting that cannot work."""
@@ -100,6 +112,8 @@ class SipSettings:
             raise SipError(f"sip port must be 0-65535, not {self.port}")
         if not (self.udp or self.tcp):
             raise SipError("sip needs at least one of udp and tcp")
+        if self.workers is not None and self.workers < 0:
+            raise SipError(f"sip workers must be 0 or more, not {self.workers}")
         if self.max_calls < 1:
             raise SipError(f"sip max_calls must be at least 1, not {self.max_calls}")
         if self.call_slots < self.legs_per_call:
