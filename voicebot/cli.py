@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from voicebot import __version__
 from voicebot.config import Settings, load_settings
@@ -85,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--dtmf-method", choices=["rfc4733", "info"], default="rfc4733", help="how keys are sent")
     c.add_argument("--answer-timeout", type=float, default=30.0, metavar="S", help="give up unanswered after S")
     c.set_defaults(run=_cmd_call)
+
+    t = sub.add_parser("talk", help="talk to the bot with this machine's microphone and speaker")
+    t.add_argument("--list-devices", action="store_true", help="list audio inputs and outputs, then exit")
+    t.add_argument("--input", metavar="DEV", help="microphone: index or (part of a) name (default: the system's)")
+    t.add_argument("--output", metavar="DEV", help="speaker: index or (part of a) name (default: the system's)")
+    t.add_argument("--record", type=Path, metavar="OUT.wav", help="save the call: caller left, bot right")
+    _engine_options(t)
+    t.set_defaults(run=_cmd_talk)
     return p
 
 
@@ -219,6 +227,114 @@ def _cmd_call(args: argparse.Namespace) -> int:
     print(json.dumps({"uri": args.uri, "codec": result.codec, "duration_s": round(result.duration_s, 2),
                       "ended_by": result.ended_by, "dtmf": [k for k, _ in result.dtmf_sent],
                       "recorded": str(result.recorded) if result.recorded else None}))
+    return OK
+
+
+# --------------------------------------------------------------------------- talk (sound card)
+
+def _cmd_talk(args: argparse.Namespace) -> int:
+    from voicebot.transports.sound import choose_stream, list_devices
+
+    if args.list_devices:
+        devices = list_devices()
+        if not devices:
+            print("voicebot: no audio device on this machine (PortAudio sees none)", file=sys.stderr)
+            return BAD_INPUT
+        for direction in ("input", "output"):
+            print(f"{direction}s:")
+            for d in (d for d in devices if d.channels(direction) > 0):
+                mark = "  (default)" if getattr(d, f"default_{direction}") else ""
+                print(f"  [{d.index}] {d.name} ({d.host_api}), {d.channels(direction)} channels, "
+                      f"{d.default_rate_hz} Hz{mark}")
+        return OK
+    settings = _settings(args)
+    spec = choose_stream(args.input, args.output)  # before loading models: a missing device fails fast
+    return asyncio.run(_talk(args, settings, spec))
+
+
+if TYPE_CHECKING:
+    from voicebot.calls.report import CallReport, Turn
+    from voicebot.calls.session import CallRecorder
+    from voicebot.events import IntakeForm
+    from voicebot.transports.sound import StreamSpec
+
+
+class _LiveTranscript:
+    """A call recorder that prints each turn as the call goes.
+
+    A caller turn is printed when the bot acts on it, so that its intent is known.
+    """
+
+    def __init__(self, inner: CallRecorder) -> None:
+        self._inner = inner
+        self._held: Turn | None = None
+
+    def _flush(self) -> None:
+        turn, self._held = self._held, None
+        if turn is not None:
+            print(f"  {turn.start_s:7.2f}  CALLER  {turn.text}   [{turn.intent or '-'} {turn.confidence:.2f}]",
+                  flush=True)
+
+    async def call_started(self, report: CallReport) -> None:
+        await self._inner.call_started(report)
+
+    async def turn_added(self, report: CallReport, turn: Turn) -> None:
+        self._flush()
+        if turn.speaker == "caller":
+            self._held = turn
+        else:
+            print(f"  {turn.start_s:7.2f}  BOT     {turn.text}", flush=True)
+        await self._inner.turn_added(report, turn)
+
+    async def intake_saved(self, report: CallReport, intake: IntakeForm) -> None:
+        self._flush()
+        await self._inner.intake_saved(report, intake)
+
+    async def submit_intake(self, report: CallReport, intake: IntakeForm) -> str:
+        self._flush()
+        return await self._inner.submit_intake(report, intake)
+
+    async def call_ended(self, report: CallReport) -> None:
+        self._flush()
+        await self._inner.call_ended(report)
+
+
+async def _talk(args: argparse.Namespace, settings: Settings, spec: StreamSpec) -> int:
+    import signal
+
+    from voicebot.app import open_runtime
+    from voicebot.audio.wav import write_wav
+    from voicebot.calls.memory import MemoryRecorder
+    from voicebot.calls.session import CallSession
+    from voicebot.clock import LoopClock
+    from voicebot.replay import format_transcript
+    from voicebot.transports.sound import open_sound_transport
+
+    print("talk: loading the recognizer and the voice ...", file=sys.stderr, flush=True)
+    async with open_runtime(settings, _LiveTranscript(MemoryRecorder())) as runtime:
+        loop = asyncio.get_running_loop()
+        clock = LoopClock(loop)
+        async with open_sound_transport(spec, settings.sample_rate_hz, clock,
+                                        record=args.record is not None) as transport:
+            def hang_up() -> None:
+                # Ctrl-C (or SIGTERM) is the caller hanging up; a second Ctrl-C interrupts at once.
+                transport.caller_hangup()
+                loop.remove_signal_handler(signal.SIGINT)
+
+            print(f"talk: {spec.input.name} -> {spec.output.name} at {spec.rate_hz} Hz; "
+                  f"speak now, Ctrl-C hangs up", file=sys.stderr, flush=True)
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, hang_up)
+            try:
+                report = (await CallSession(runtime.services, transport, clock, name="talk").run()).to_json()
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+        if args.record is not None:
+            await runtime.services.run_blocking(write_wav, args.record, transport.stereo(), settings.sample_rate_hz)
+    # the outcome: the transcript's heading and summary, without the turns already printed
+    lines = format_transcript(report).splitlines()
+    print("\n".join([f"{lines[0]}  ended by {transport.ended_by}", *lines[1 + len(report["turns"]):]]), flush=True)
     return OK
 
 
