@@ -5,7 +5,7 @@ FROM python:3.11-slim-bookworm
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       espeak-ng libespeak-ng1 sox libsox-fmt-base libportaudio2 libsndfile1 \
-      sphinxtrain sphinxbase-utils pocketsphinx \
+      sphinxtrain sphinxbase-utils pocketsphinx kamailio \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

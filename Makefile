@@ -10,9 +10,10 @@ STAMP   := $(VENV)/.installed
 # espeak-ng: speech out (pyttsx3 drives libespeak-ng) and test calls; sox: test-call channels;
 # libportaudio2: the sound-card softphone; libsndfile1: WAV codecs;
 # baresip-core: the real SIP phone the SIP tests call the service with (baresip without its GUI front-ends);
-# sphinxtrain, sphinxbase-utils, pocketsphinx: adapting PocketSphinx's model (voicebot models adapt)
+# sphinxtrain, sphinxbase-utils, pocketsphinx: adapting PocketSphinx's model (voicebot models adapt);
+# kamailio: the SIP front that spreads calls over the worker processes and keeps scanners out
 DEBS    := espeak-ng libespeak-ng1 sox libsox-fmt-base libportaudio2 libsndfile1 baresip-core \
-           sphinxtrain sphinxbase-utils pocketsphinx
+           sphinxtrain sphinxbase-utils pocketsphinx kamailio
 ADAPTED := models/pocketsphinx-en-us-adapted/means
 EXAMPLES := $(wildcard examples/calls/*.wav)
 

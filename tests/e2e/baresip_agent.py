@@ -76,7 +76,9 @@ class Event:
 
 class BaresipAgent:
     def __init__(self, workdir: Path, *, user: str, mic: Path | None, codec: str = "G722",
-                 auto_answer: bool = False) -> None:
+                 auto_answer: bool = False, max_calls: int = 4, account_params: tuple[str, ...] = ()) -> None:
+        """``max_calls``: calls beyond it get 486 (a busy phone); ``account_params``: more baresip
+        account parameters, e.g. 'outbound="sip:127.0.0.1:5060;lr"' or 'auth_pass=secret'."""
         if BARESIP is None:
             raise RuntimeError("baresip is not installed (make debs installs it)")
         self.dir = workdir
@@ -101,7 +103,7 @@ class BaresipAgent:
             "poll_method epoll",
             f"sip_listen 127.0.0.1:{self.sip_port}",
             "call_local_timeout 120",
-            "call_max_calls 4",
+            f"call_max_calls {max_calls}",
             "audio_player none,none",
             f"audio_source aufile,{mic}",
             "jitter_buffer_delay 2-10",
@@ -117,7 +119,8 @@ class BaresipAgent:
             f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}",
             "",
         ]))
-        params = [f"audio_codecs={CODECS[codec]}", "regint=0", f"answermode={'auto' if auto_answer else 'manual'}"]
+        params = [f"audio_codecs={CODECS[codec]}", "regint=0", f"answermode={'auto' if auto_answer else 'manual'}",
+                  *account_params]
         (workdir / "accounts").write_text(f"<sip:{user}@127.0.0.1:{self.sip_port}>;" + ";".join(params) + "\n")
 
     @property

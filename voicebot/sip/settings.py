@@ -5,6 +5,8 @@ No pjsua2 here: the settings load and validate without the SIP stack.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 
 from voicebot.errors import VoicebotError
@@ -12,6 +14,13 @@ from voicebot.errors import VoicebotError
 #: codec names as the settings spell them -> pjsua2 codec ids
 CODEC_IDS = {"G722": "G722/16000/1", "PCMU": "PCMU/8000/1", "PCMA": "PCMA/8000/1"}
 TRANSFER_MODES = ("refer", "bridge")
+#: User-Agent substrings of well-known SIP scanners (SIPVicious and friends), lower case
+SCANNER_USER_AGENTS = ("friendly-scanner", "sipvicious", "sipcli", "sip-scan", "sipscan", "vaxsipuseragent",
+                       "pplsip", "sundayddr", "iwar", "sivus", "smap", "siparmyknife")
+_SIP_USER = re.compile(r"[A-Za-z0-9._~+-]+")
+_HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
+_USER_AGENT_PART = re.compile(r"[A-Za-z0-9 ._/-]+")
+_QUOTABLE = re.compile(r'[^"\\\x00-\x1f]*')
 
 
 class SipError(VoicebotError):
@@ -42,6 +51,71 @@ class SipTransferSettings:
     target_uri: str | None = None
     #: how long the target may take to answer (bridge) or the transfer to be accepted (refer)
     timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SipSecuritySettings:
+    """What the SIP front (Kamailio, see voicebot/sip/front.py) lets through to the workers.
+
+    Blocked requests are logged on "voicebot.sip.front", once per source, kind and
+    ``block_log_interval_s``.
+    """
+
+    #: user parts an INVITE may call, besides ``SipSettings.user``; any other gets 404
+    users: tuple[str, ...] = ("voicebot",)
+    #: host names or addresses an INVITE's request URI may name besides the front's own
+    #: addresses and ``public_address`` (e.g. "voice.example.org"); any other gets 403
+    domains: tuple[str, ...] = ()
+    #: digest authentication of inbound INVITEs, on when set: no credentials get a 401
+    #: challenge, wrong ones 403 (the front's config holds only MD5(username:realm:password))
+    auth_username: str = ""
+    auth_password: str = ""
+    #: the realm the challenge names (phones show it when asking for credentials)
+    auth_realm: str = "voicebot"
+    #: requests whose User-Agent contains one of these (in any case) are dropped unanswered
+    scanner_user_agents: tuple[str, ...] = SCANNER_USER_AGENTS
+    #: requests one source address may send per interval (fixed windows); more are dropped
+    #: unanswered until the window ends
+    rate_limit_requests: int = 100
+    rate_limit_interval_s: int = 10
+    #: sources never rate limited (a trunk or PBX that sends every call), addresses or networks
+    rate_limit_exempt: tuple[str, ...] = ()
+    #: one log line per blocked source and kind in this many seconds, then a count of the rest
+    block_log_interval_s: int = 60
+
+    @property
+    def auth(self) -> bool:
+        return bool(self.auth_username)
+
+    def check(self) -> None:
+        """Raise SipError (one line) on a setting the front cannot use."""
+        for user in self.users:
+            if not _SIP_USER.fullmatch(user):
+                raise SipError(f"sip security users: {user!r} is not a SIP user part (letters, digits, . _ ~ + -)")
+        for host in self.domains:
+            if not _HOST.fullmatch(host):
+                raise SipError(f"sip security domains: {host!r} is not a host name or address")
+        for agent in self.scanner_user_agents:
+            if not _USER_AGENT_PART.fullmatch(agent):
+                raise SipError(f"sip security scanner_user_agents: {agent!r} may only have letters, digits,"
+                               " spaces and . _ / -")
+        for source in self.rate_limit_exempt:
+            try:
+                ipaddress.ip_network(source, strict=False)
+            except ValueError:
+                raise SipError(f"sip security rate_limit_exempt: {source!r} is not an address or network") from None
+        if bool(self.auth_username) != bool(self.auth_password):
+            raise SipError("sip security auth needs both auth_username and auth_password")
+        for what, value in (("auth_username", self.auth_username), ("auth_realm", self.auth_realm)):
+            if not _QUOTABLE.fullmatch(value):
+                raise SipError(f"sip security {what} may not hold quotes, backslashes or control characters")
+        if not self.auth_realm:
+            raise SipError("sip security auth_realm may not be empty")
+        if self.rate_limit_requests < 1 or self.rate_limit_interval_s < 1:
+            raise SipError("sip security rate_limit_requests and rate_limit_interval_s must be at least 1, not"
+                           f" {self.rate_limit_requests} and {self.rate_limit_interval_s}")
+        if self.block_log_interval_s < 1:
+            raise SipError(f"sip security block_log_interval_s must be at least 1, not {self.block_log_interval_s}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +152,8 @@ class SipSettings:
     log_level: int = 1
     register: SipRegistration = field(default_factory=SipRegistration)
     transfer: SipTransferSettings = field(default_factory=SipTransferSettings)
+    #: what the SIP front in front of the workers lets through
+    security: SipSecuritySettings = field(default_factory=SipSecuritySettings)
 
     def codec_ids(self) -> list[str]:
         """pjsua2 codec ids in order of preference; raises SipError on an unknown name."""
@@ -122,6 +198,7 @@ class SipSettings:
             raise SipError(f"sip media_timeout_s must be positive, not {self.media_timeout_s}")
         if self.transfer.mode not in TRANSFER_MODES:
             raise SipError(f"sip transfer mode must be refer or bridge, not {self.transfer.mode!r}")
+        self.security.check()
         for what, uri in (("transfer target_uri", self.transfer.target_uri),
                           ("register registrar_uri", self.register.registrar_uri)):
             if uri and not uri.lower().startswith(("sip:", "sips:")):
