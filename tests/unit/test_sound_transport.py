@@ -51,6 +51,11 @@ class FakeStream:
             self._on_finished()
         return np.frombuffer(out, dtype="<i2")
 
+    def fail(self) -> None:
+        """The device went away: PortAudio stops the stream and says so."""
+        self.finished = True
+        self._on_finished()
+
     def run(self, mic: np.ndarray, block_sizes: tuple[int, ...]) -> np.ndarray:
         """Feed ``mic`` in buffers of varying size, as devices do; returns what the speaker played."""
         out, offset, k = [], 0, 0
@@ -153,7 +158,7 @@ async def test_a_stream_that_stops_by_itself_ends_the_call():
     fake = FakeStream()
     transport = await started(fake)
     await asyncio.to_thread(fake.run, np.zeros(4800, np.int16), (480,))
-    await asyncio.to_thread(fake._on_finished)  # PortAudio gave up: the device went away
+    await asyncio.to_thread(fake.fail)
     items = await received(transport)
     await transport.close()
 
