@@ -11,12 +11,14 @@ CALL_CLOSED, ...) are collected for the test to wait on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import signal
 import shutil
 import socket
 import subprocess
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,3 +228,13 @@ class BaresipAgent:
             elif msg.get("event"):
                 self.events.append(Event(msg.get("type", ""), msg))
                 self._changed.set()
+
+
+@contextlib.asynccontextmanager
+async def running(*agents: BaresipAgent) -> AsyncIterator[None]:
+    """Start the agents together; stop them all at the end, whatever happened."""
+    try:
+        await asyncio.gather(*(a.start() for a in agents))
+        yield
+    finally:
+        await asyncio.gather(*(a.stop() for a in agents), return_exceptions=True)
