@@ -58,6 +58,18 @@ def _parser() -> argparse.ArgumentParser:
     _engine_options(r)
     r.set_defaults(run=_cmd_replay)
 
+    sv = sub.add_parser("serve", help="the phone service: answer SIP calls, HTTP API for health, metrics and calls")
+    sv.add_argument("--sip-host", help="address the SIP front listens on (default 0.0.0.0)")
+    sv.add_argument("--sip-port", type=int, help="SIP port, UDP and TCP (default 5060)")
+    sv.add_argument("--http-host", help="address of the HTTP API (default 127.0.0.1)")
+    sv.add_argument("--http-port", type=int, help="HTTP port (default 8080)")
+    sv.add_argument("--max-calls", type=int, help="calls answered at once (default 20)")
+    sv.add_argument("--workers", type=int, help="call-answering processes (default: as max-calls needs; 0: in"
+                                                " this process without the SIP front, development only)")
+    sv.add_argument("--record", action="store_true", default=None, help="keep a stereo WAV of every call")
+    _engine_options(sv)
+    sv.set_defaults(run=_cmd_serve)
+
     m = sub.add_parser("models", help="speech recognition models")
     msub = m.add_subparsers(title="models commands")
     md = msub.add_parser("download", help="download a Vosk model into models/")
@@ -161,6 +173,23 @@ async def _replay(args: argparse.Namespace, settings: Settings, expectations: di
     if bad:
         return BAD_INPUT
     return FAILED if failed else OK
+
+
+# --------------------------------------------------------------------------- serve
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from voicebot.serve import run_service
+
+    settings = load_settings(args.config, overrides={
+        ("asr", "engine"): args.engine, ("asr", "vosk_model"): args.vosk_model, ("scenario",): args.scenario,
+        ("sip", "host"): args.sip_host, ("sip", "port"): args.sip_port, ("sip", "max_calls"): args.max_calls,
+        ("sip", "workers"): args.workers, ("http", "host"): args.http_host, ("http", "port"): args.http_port,
+        ("recording", "enabled"): args.record,
+    })
+    if args.verbose == 0:  # a service logs its calls
+        logging.getLogger().setLevel(logging.INFO)
+    asyncio.run(run_service(settings))
+    return OK
 
 
 # --------------------------------------------------------------------------- models, synth

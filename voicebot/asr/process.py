@@ -18,6 +18,7 @@ import itertools
 import logging
 import multiprocessing
 import multiprocessing.connection
+import signal
 import threading
 import traceback
 from typing import Any, Callable
@@ -134,6 +135,10 @@ class _Worker:
 
 def _serve(factory: EngineFactory, conn: multiprocessing.connection.Connection) -> None:
     """Worker process: build the engine, then answer requests until told to stop."""
+    # Ctrl-C and a service manager's SIGTERM reach every process of the group: shutting down is the
+    # parent's decision (it sends "stop", or its end closes the pipe), not this process's.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         engine = factory()
     except BaseException as e:  # noqa: BLE001 - reported to the parent as its one-line error

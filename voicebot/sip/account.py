@@ -63,16 +63,25 @@ class ServiceAccount(pj.Account):
             self.on_reg_state(prm.code, prm.reason)
 
 
-def local_account_config(user: str, host: str, port: int, *, rtp_port: int = 0, rtp_port_range: int = 0) -> Any:
-    """The account INVITEs sent straight to us land on (no registration)."""
+def local_account_config(user: str, host: str, port: int, *, rtp_port: int = 0, rtp_port_range: int = 0,
+                         media_address: str | None = None, via_front: str | None = None) -> Any:
+    """The account INVITEs sent straight to us land on (no registration); behind the front, calls we
+    make (a bridged transfer) go out through it."""
     cfg = pj.AccountConfig()
     cfg.idUri = f"sip:{user}@{_host_port(host, port)}"
-    _media_ports(cfg, rtp_port, rtp_port_range)
+    if via_front:
+        cfg.sipConfig.proxies.append(f"sip:{via_front};lr")
+    _media_ports(cfg, rtp_port, rtp_port_range, media_address)
     return cfg
 
 
-def registered_account_config(reg: SipRegistration, *, rtp_port: int = 0, rtp_port_range: int = 0) -> Any:
-    """An account that registers to ``reg.registrar_uri`` and answers its digest challenge."""
+def registered_account_config(reg: SipRegistration, *, rtp_port: int = 0, rtp_port_range: int = 0,
+                              media_address: str | None = None, via_front: str | None = None) -> Any:
+    """An account that registers to ``reg.registrar_uri`` and answers its digest challenge.
+
+    Behind the SIP front (``via_front``, its "host:port"), the registration goes out through the
+    front and names the front as the contact, so the PBX's calls arrive where any worker can take them.
+    """
     assert reg.registrar_uri
     cfg = pj.AccountConfig()
     cfg.idUri = reg.id_uri or f"sip:{reg.username}@{registrar_host(reg.registrar_uri)}"
@@ -80,7 +89,10 @@ def registered_account_config(reg: SipRegistration, *, rtp_port: int = 0, rtp_po
     cfg.regConfig.timeoutSec = reg.expires_s
     cfg.regConfig.retryIntervalSec = 30
     cfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", reg.realm or "*", reg.username, 0, reg.password))
-    _media_ports(cfg, rtp_port, rtp_port_range)
+    if via_front:
+        cfg.sipConfig.proxies.append(f"sip:{via_front};lr")
+        cfg.sipConfig.contactForced = f"<sip:{reg.username}@{via_front}>"
+    _media_ports(cfg, rtp_port, rtp_port_range, media_address)
     return cfg
 
 
@@ -97,6 +109,9 @@ def _host_port(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
-def _media_ports(cfg: Any, rtp_port: int, rtp_port_range: int) -> None:
+def _media_ports(cfg: Any, rtp_port: int, rtp_port_range: int, media_address: str | None) -> None:
     cfg.mediaConfig.transportConfig.port = rtp_port
     cfg.mediaConfig.transportConfig.portRange = rtp_port_range
+    if media_address:
+        # the address callers send RTP to, put in the SDP (NAT, or SIP bound to loopback behind the front)
+        cfg.mediaConfig.transportConfig.publicAddress = media_address

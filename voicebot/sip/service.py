@@ -280,13 +280,14 @@ class SipService:
         host = s.public_address or self.address.host
         local = self.endpoint.track(
             ServiceAccount(self.endpoint, self._legs, self._new_handle, self._on_incoming, "local"))
-        local.create(local_account_config(s.user, host, self.address.port, rtp_port=s.rtp_port,
-                                          rtp_port_range=s.rtp_port_range), True)
+        media = dict(rtp_port=s.rtp_port, rtp_port_range=s.rtp_port_range,
+                     media_address=s.media_address or s.public_address, via_front=s.front_address)
+        local.create(local_account_config(s.user, host, self.address.port, **media), True)
         self._accounts.append(local)
         if s.register.registrar_uri:
             reg = self.endpoint.track(
                 ServiceAccount(self.endpoint, self._legs, self._new_handle, self._on_incoming, "registered"))
-            reg.create(registered_account_config(s.register, rtp_port=s.rtp_port, rtp_port_range=s.rtp_port_range))
+            reg.create(registered_account_config(s.register, **media))
             self._accounts.append(reg)
 
     def _pj_drop_accounts(self) -> None:

@@ -128,6 +128,11 @@ class SipSettings:
     tcp: bool = True
     #: address put in Contact and SDP when it differs from ``host`` (NAT, 0.0.0.0 binds)
     public_address: str | None = None
+    #: address put in the SDP for RTP when it differs from this machine's (NAT); unset: public_address
+    media_address: str | None = None
+    #: "host:port" of the SIP front this endpoint answers behind (the service sets it for its workers):
+    #: calls and registrations the endpoint makes go out through the front
+    front_address: str | None = None
     #: user part of the service's own SIP address
     user: str = "voicebot"
     #: first RTP port (0: any) and how many ports after it may be used

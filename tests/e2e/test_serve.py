@@ -1,0 +1,127 @@
+"""`voicebot serve` as an operator runs it: signals, a kill -9 and a restart, with baresip calling."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.baresip_agent import BaresipAgent, mic_wav
+from tests.e2e.service_process import ServiceProcess
+
+pytestmark = pytest.mark.slow
+
+#: every port free; the HTTP API on loopback
+CONFIG = """
+data_dir = "{data}"
+[http]
+port = 0
+[sip]
+host = "127.0.0.1"
+port = 0
+rtp_port = 0
+drain_timeout_s = {drain_s}
+"""
+
+
+def service(tmp_path: Path, *, drain_s: float = 60.0, workers: int | None = None) -> ServiceProcess:
+    args = ("--workers", str(workers)) if workers is not None else ()
+    return ServiceProcess(tmp_path, CONFIG.format(data=tmp_path / "data", drain_s=drain_s), *args)
+
+
+async def wait_for(predicate, timeout_s: float, what: str):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.25)
+
+
+async def test_kill_9_mid_form_then_restart_keeps_the_transcript_and_every_field_collected(sample_calls, tmp_path):
+    intake = next(p for p in sample_calls if p.stem == "s09_intake")
+    mic = await asyncio.get_running_loop().run_in_executor(None, mic_wav, intake, tmp_path / "mic.wav", "G722")
+    phone = BaresipAgent(tmp_path / "phone", user="kari", mic=mic)
+    svc = service(tmp_path)
+    try:
+        await svc.start()
+        await phone.start()
+        await phone.dial(svc.uri)
+        await phone.wait_event("CALL_ESTABLISHED", 20)
+
+        async def two_fields_saved():
+            calls = (await svc.get("/api/calls"))["calls"]
+            if not calls:
+                return None
+            record = await svc.get(f"/api/calls/{calls[0]['call_id']}")
+            fields = (record["intake"] or {}).get("fields", {})
+            return record if {"personal_id", "postal_code"} <= set(fields) else None
+
+        before = await wait_for(two_fields_saved, 120, "the ID and postal code to be saved")
+        svc.signal(signal.SIGKILL, group=True)
+        await svc.wait(10)
+        await phone.hangup()
+
+        await svc.start()
+        after = await svc.get(f"/api/calls/{before['call_id']}")
+    finally:
+        await phone.stop()
+        await svc.stop()
+    assert after["status"] == "interrupted"
+    assert after["intake"]["status"] == "incomplete"
+    for name, value in before["intake"]["fields"].items():
+        assert after["intake"]["fields"][name] == value
+    caller_turns = [t["text"] for t in after["turns"] if t["speaker"] == "caller"]
+    assert caller_turns == [t["text"] for t in before["turns"] if t["speaker"] == "caller"] and caller_turns
+
+
+async def test_sigterm_refuses_new_calls_ends_lingering_ones_politely_and_exits_0(tmp_path):
+    stays = BaresipAgent(tmp_path / "stays", user="stays", mic=None)
+    late = BaresipAgent(tmp_path / "late", user="late", mic=None)
+    svc = service(tmp_path, drain_s=4.0)
+    try:
+        await svc.start()
+        await asyncio.gather(stays.start(), late.start())
+        await stays.dial(svc.uri)
+        await stays.wait_event("CALL_ESTABLISHED", 20)
+        svc.signal(signal.SIGTERM)
+        await asyncio.sleep(1.0)
+        await late.dial(svc.uri)
+        refused = await late.wait_event("CALL_CLOSED", 20)
+        await stays.wait_event("CALL_CLOSED", 40)
+        assert await svc.wait(60) == 0
+        await svc.start()
+        [summary] = (await svc.get("/api/calls"))["calls"]
+        record = await svc.get(f"/api/calls/{summary['call_id']}")
+    finally:
+        await asyncio.gather(stays.stop(), late.stop(), return_exceptions=True)
+        await svc.stop()
+    assert "503" in refused.data.get("param", ""), refused.data
+    assert record["status"] == "ended" and record["caller_id"] == "stays"
+    bot = [t for t in record["turns"] if t["speaker"] == "bot"]
+    assert bot[-1]["text"].startswith("We are sorry, we have to end this call")
+
+
+async def test_a_second_sigterm_ends_calls_at_once_and_still_saves_them(tmp_path):
+    stays = BaresipAgent(tmp_path / "stays", user="stays", mic=None)
+    svc = service(tmp_path, drain_s=600.0)
+    try:
+        await svc.start()
+        await stays.start()
+        await stays.dial(svc.uri)
+        await stays.wait_event("CALL_ESTABLISHED", 20)
+        svc.signal(signal.SIGTERM)
+        await asyncio.sleep(1.0)
+        svc.signal(signal.SIGTERM)
+        await stays.wait_event("CALL_CLOSED", 20)
+        assert await svc.wait(30) == 0
+        await svc.start()
+        [summary] = (await svc.get("/api/calls"))["calls"]
+    finally:
+        await stays.stop()
+        await svc.stop()
+    assert summary["status"] == "ended"

@@ -1,0 +1,143 @@
+"""``voicebot serve``: the phone service.
+
+The store is opened first (calls a crash left open are marked interrupted,
+keeping what they collected), then the HTTP API, then the call side: by
+default Kamailio as the SIP front on the public SIP port with call workers
+behind it on loopback ports (PJSIP holds four calls per process); with
+``sip.workers = 0``, one PJSIP endpoint in this process instead.
+
+The first SIGTERM (or Ctrl-C) drains: new calls get 503, calls in progress may
+finish for ``sip.drain_timeout_s``, then hear that the service is closing; a
+second one ends them at once. Every call is saved either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import socket
+from dataclasses import dataclass, replace
+from typing import AsyncIterator, Callable
+
+from voicebot.config import Settings
+from voicebot.metrics import CallMetrics
+from voicebot.shutdown import ShutdownSignals
+from voicebot.storage import default_store
+from voicebot.storage.base import CallStore
+from voicebot.web import run_http
+from voicebot.web.api import make_app
+
+log = logging.getLogger("voicebot")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceInfo:
+    #: where callers dial: "host:port" (UDP and TCP)
+    sip_address: str
+    http_url: str
+    #: call-answering processes (0: PJSIP in the service process)
+    workers: int
+    max_calls: int
+
+
+async def run_service(settings: Settings, *, on_ready: Callable[[ServiceInfo], None] | None = None,
+                      shutdown: ShutdownSignals | None = None) -> None:
+    """Serve until shut down by signals (or by ``shutdown.request()``)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if shutdown is None:
+            shutdown = stack.enter_context(ShutdownSignals())
+        store = default_store(settings.data_dir)
+        async with store:
+            if settings.sip.worker_count == 0:
+                await _serve_in_process(settings, store, shutdown, on_ready)
+            else:
+                await _serve_with_workers(settings, store, shutdown, on_ready)
+    log.info("service stopped")
+
+
+async def _serve_in_process(settings: Settings, store: CallStore, shutdown: ShutdownSignals,
+                            on_ready: Callable[[ServiceInfo], None] | None) -> None:
+    from voicebot.app import open_runtime
+    from voicebot.sip.service import open_sip_service
+    from voicebot.storage.recorder import StoreRecorder
+
+    log.warning("sip workers = 0: PJSIP in the service process, at most %d calls, no SIP front (no scanner"
+                " blocking or rate limits): for development", settings.sip.capacity)
+    metrics = CallMetrics()
+    async with run_http(make_app(store, metrics), settings.http.host, settings.http.port) as http:
+        async with open_runtime(settings, StoreRecorder(store, metrics)) as runtime:
+            recordings = settings.recordings_dir if settings.recording.enabled else None
+            async with open_sip_service(runtime, settings.sip, recordings_dir=recordings) as sip:
+                assert sip.address is not None
+                _ready(on_ready, ServiceInfo(f"{sip.address.host}:{sip.address.port}", http.url, 0,
+                                             settings.sip.capacity))
+                await sip.serve_until(shutdown.drain, shutdown.now)
+
+
+async def _serve_with_workers(settings: Settings, store: CallStore, shutdown: ShutdownSignals,
+                              on_ready: Callable[[ServiceInfo], None] | None) -> None:
+    from voicebot.sip.front import WorkerAddress, open_front
+    from voicebot.sip.pool import WORKER_HOST, open_worker_pool
+
+    sip = settings.sip
+    count = sip.worker_count
+    if sip.port == 0:  # any free ports (tests)
+        front_port, *ports = _free_ports(count + 1)
+        settings = replace(settings, sip=replace(sip, port=front_port))
+        sip = settings.sip
+    else:  # the workers' loopback ports follow the public one
+        ports = [sip.port + 1 + i for i in range(count)]
+    run_dir = settings.data_dir / "run"
+    metrics_dir = run_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    metrics = CallMetrics(multiprocess_dir=metrics_dir)
+    async with run_http(make_app(store, metrics), settings.http.host, settings.http.port) as http:
+        async with open_front(sip, [WorkerAddress(p, WORKER_HOST) for p in ports], run_dir) as front:
+            front_address = f"{front.host}:{front.port}"
+            async with open_worker_pool(settings, ports, front_address, metrics_dir=str(metrics_dir),
+                                        on_exit=metrics.worker_exited) as pool:
+                dial = f"{sip.public_address or front.host}:{front.port}"
+                _ready(on_ready, ServiceInfo(dial, http.url, count, min(sip.max_calls, count * sip.capacity)))
+                await shutdown.drain.wait()
+                pool.drain()
+                ended = asyncio.create_task(pool.wait())
+                cut_short = asyncio.create_task(shutdown.now.wait())
+                await asyncio.wait({ended, cut_short}, return_when=asyncio.FIRST_COMPLETED)
+                if cut_short.done():
+                    pool.end_calls()
+                cut_short.cancel()
+                await asyncio.gather(ended, cut_short, return_exceptions=True)
+
+
+def _ready(on_ready: Callable[[ServiceInfo], None] | None, info: ServiceInfo) -> None:
+    log.warning("voicebot answers calls at sip:voicebot@%s (UDP and TCP, up to %d at once); HTTP API at %s",
+                info.sip_address, info.max_calls, info.http_url)
+    if on_ready is not None:
+        on_ready(info)
+
+
+def _free_ports(count: int) -> list[int]:
+    """Ports free for UDP and TCP on this machine (for tests that ask for port 0)."""
+    ports: list[int] = []
+    held: list[socket.socket] = []
+    try:
+        while len(ports) < count:
+            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            held.append(t)
+            t.bind(("", 0))
+            port = t.getsockname()[1]
+            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            held.append(u)
+            try:
+                u.bind(("", port))
+            except OSError:
+                continue
+            ports.append(port)
+    finally:
+        for s in held:
+            s.close()
+    return ports
