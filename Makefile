@@ -17,9 +17,14 @@ DEBS    := espeak-ng libespeak-ng1 sox libsox-fmt-base libportaudio2 libsndfile1
 ADAPTED := models/pocketsphinx-en-us-adapted/means
 EXAMPLES := $(wildcard examples/calls/*.wav)
 
-.PHONY: run test setup debs bench corpus clean
+.PHONY: run replay test setup debs bench corpus clean
 
+# the phone service: SIP on 5060 (UDP and TCP), HTTP API on 127.0.0.1:8080; Ctrl-C drains it
 run: setup
+	$(BIN)/voicebot serve
+
+# the bundled example calls through the bot, transcripts printed
+replay: setup
 	$(BIN)/voicebot replay $(EXAMPLES)
 
 test: setup
