@@ -24,5 +24,9 @@ ENV VOICEBOT_HOME=/app \
 # PocketSphinx adapted to synthetic test voices, outside the models volume
 RUN voicebot models adapt --out /app/pocketsphinx-en-us-adapted
 VOLUME ["/app/models", "/data"]
+# SIP (UDP and TCP), RTP for the workers' calls, the HTTP API
+EXPOSE 5060/udp 5060/tcp 4000-4999/udp 8080/tcp
 ENTRYPOINT ["voicebot"]
-CMD ["replay", "examples/calls/ex01_hours.wav", "examples/calls/ex02_person.wav", "examples/calls/ex03_intake.wav", "examples/calls/ex04_keypad_zero.wav"]
+# The API answers outside the container only when bound to every interface (no logins yet: keep
+# the published port on the host's loopback, as docker-compose.yml does).
+CMD ["serve", "--http-host", "0.0.0.0"]
