@@ -78,6 +78,35 @@ def blocked(caplog: pytest.LogCaptureFixture, kind: str) -> list[str]:
 # --------------------------------------------------------------------------- a SIP client on a bare socket
 
 
+def sip_request(method: str, ruri: str, *, local: tuple[str, int], transport: str = "UDP",
+                contact: str | None = None, user_agent: str = "front-test", headers: tuple[str, ...] = (),
+                to_tag: str | None = None, body: str = "") -> bytes:
+    """A request as a phone would send it from ``local`` (a new Call-ID, tags and branch each time)."""
+    ip, port = local
+    to = f"<{ruri}>" + (f";tag={to_tag}" if to_tag else "")
+    lines = [f"{method} {ruri} SIP/2.0",
+             f"Via: SIP/2.0/{transport} {ip}:{port};branch=z9hG4bK{secrets.token_hex(8)};rport",
+             "Max-Forwards: 70", f"From: <sip:probe@{ip}>;tag={secrets.token_hex(4)}", f"To: {to}",
+             f"Call-ID: {secrets.token_hex(8)}@{ip}", f"CSeq: 1 {method}",
+             f"Contact: {contact or f'<sip:probe@{ip}:{port}>'}", f"User-Agent: {user_agent}", *headers]
+    if body:
+        lines.append("Content-Type: application/sdp")
+    lines += [f"Content-Length: {len(body.encode())}", "", body]
+    return "\r\n".join(lines).encode()
+
+
+def headers_of(message: str) -> list[tuple[str, str]]:
+    head = message.split("\r\n\r\n", 1)[0].split("\r\n")[1:]
+    return [(name.strip().lower(), value.strip()) for name, _, value in (line.partition(":") for line in head)]
+
+
+async def read_message(reader: asyncio.StreamReader, timeout_s: float) -> str:
+    """One SIP message from a TCP stream."""
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout_s)).decode()
+    length = int(dict(headers_of(head)).get("content-length", "0"))
+    return head + (await reader.readexactly(length)).decode()
+
+
 @dataclass
 class Probe:
     """Sends hand-made SIP requests from a plain UDP socket and reads what comes back."""
@@ -95,16 +124,8 @@ class Probe:
     def local(self) -> tuple[str, int]:
         return self.sock.getsockname()
 
-    def request(self, method: str, ruri: str, *, user_agent: str = "front-test", headers: tuple[str, ...] = (),
-                to_tag: str | None = None) -> bytes:
-        ip, port = self.local
-        to = f"<{ruri}>" + (f";tag={to_tag}" if to_tag else "")
-        lines = [f"{method} {ruri} SIP/2.0",
-                 f"Via: SIP/2.0/UDP {ip}:{port};branch=z9hG4bK{secrets.token_hex(8)};rport",
-                 "Max-Forwards: 70", f"From: <sip:probe@{ip}>;tag={secrets.token_hex(4)}", f"To: {to}",
-                 f"Call-ID: {secrets.token_hex(8)}@{ip}", f"CSeq: 1 {method}", f"Contact: <sip:probe@{ip}:{port}>",
-                 f"User-Agent: {user_agent}", *headers, "Content-Length: 0", "", ""]
-        return "\r\n".join(lines).encode()
+    def request(self, method: str, ruri: str, **kwargs: object) -> bytes:
+        return sip_request(method, ruri, local=self.local, **kwargs)
 
     async def send(self, port: int, data: bytes) -> None:
         await asyncio.get_running_loop().sock_sendto(self.sock, data, ("127.0.0.1", port))
@@ -182,6 +203,61 @@ async def test_a_caller_who_gives_up_before_the_answer_cancels_the_call_at_the_w
     assert closed.data.get("param") == "Connection reset by peer", closed.data
 
 
+async def test_a_worker_s_refer_reaches_the_caller_through_the_front_and_sends_it_to_the_target(tmp_path):
+    bot = worker(tmp_path, "worker")
+    caller = BaresipAgent(tmp_path / "caller", user="ann", mic=None)
+    target = BaresipAgent(tmp_path / "target", user="agent", mic=None, auto_answer=True)
+    async with running(bot, caller, target), running_front(tmp_path, [bot]) as front:
+        await caller.dial(service_uri(front))
+        await caller.wait_event("CALL_ESTABLISHED", 15)
+        await bot.wait_event("CALL_ESTABLISHED", 5)
+        await bot.command("transfer", target.uri)  # a blind transfer, as the service's refer mode does
+        taken = await target.wait_event("CALL_ESTABLISHED", 15)
+        assert taken.data["peeruri"].startswith("sip:ann@127.0.0.1")
+        assert any(e.type == "TRANSFER" for e in caller.events)
+        await caller.hangup()
+        await target.wait_event("CALL_CLOSED", 10)
+        await bot.wait_event("CALL_CLOSED", 10)
+    assert front.blocks == {}
+
+
+async def test_a_caller_on_tcp_with_an_unreachable_contact_gets_the_bot_s_bye_on_its_own_connection(tmp_path):
+    """What a phone behind NAT sees: its Contact names a port no one can reach, only its connection works."""
+    bot = worker(tmp_path, "worker")
+    async with running(bot), running_front(tmp_path, [bot]) as front:
+        reader, writer = await asyncio.open_connection("127.0.0.1", front.port)
+        local = writer.get_extra_info("sockname")
+        offer = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+                 "m=audio 40000 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n")
+        writer.write(sip_request("INVITE", service_uri(front), local=(local[0], 9), transport="TCP",
+                                 contact="<sip:ann@127.0.0.1:9;transport=tcp>", body=offer))
+        answer = await read_message(reader, ANSWER_S)
+        while status(answer) < 200:
+            answer = await read_message(reader, 15)
+        assert status(answer) == 200, answer
+        fields = headers_of(answer)
+        route_set = [v for n, v in fields if n == "record-route"][::-1]
+        to = next(v for n, v in fields if n == "to")
+        contact = re.search(r"<([^>]+)>", next(v for n, v in fields if n == "contact")).group(1)
+        ack = sip_request("ACK", contact, local=(local[0], 9), transport="TCP",
+                          headers=tuple(f"Route: {r}" for r in route_set)).decode()
+        same_dialog = {"from": next(v for n, v in fields if n == "from"), "to": to,
+                       "call-id": next(v for n, v in fields if n == "call-id")}
+        ack = re.sub(r"^(From|To|Call-ID): .*$", lambda m: f"{m.group(1)}: {same_dialog[m.group(1).lower()]}",
+                     ack, flags=re.MULTILINE)
+        writer.write(ack.encode())
+        await bot.wait_event("CALL_ESTABLISHED", 5)
+        await bot.hangup()
+        bye = await read_message(reader, 10)
+        assert bye.startswith("BYE "), bye
+        reply = ["SIP/2.0 200 OK", *(f"{n.title()}: {v}" for n, v in headers_of(bye)
+                                     if n in ("via", "from", "to", "call-id", "cseq")), "Content-Length: 0", "", ""]
+        writer.write("\r\n".join(reply).encode())
+        await bot.wait_event("CALL_CLOSED", 10)
+        writer.close()
+        await writer.wait_closed()
+
+
 async def test_a_busy_worker_passes_the_call_to_the_next_one(tmp_path):
     busy = worker(tmp_path, "busy", max_calls=1)
     free = worker(tmp_path, "free")
@@ -243,16 +319,21 @@ async def test_unknown_users_get_404_foreign_domains_403_and_other_methods_405(t
 
 
 async def test_scanners_get_no_answer_at_all_and_the_block_is_logged(tmp_path, probe, caplog):
-    async with running_front(tmp_path, [free_udp_tcp_port()]) as front:
+    once_a_second = SipSecuritySettings(block_log_interval_s=1)
+    async with running_front(tmp_path, [free_udp_tcp_port()], security=once_a_second) as front:
         for method, agent in (("OPTIONS", "friendly-scanner"), ("INVITE", "sipvicious 0.3.4"),
                               ("INVITE", "VaxSIPUserAgent/3.1"), ("OPTIONS", "sipcli/v1.8")):
-            assert await probe.ask(front.port, method, service_uri(front), timeout_s=SILENCE_S,
-                                   user_agent=agent) is None, agent
+            await probe.send(front.port, probe.request(method, service_uri(front), user_agent=agent))
+        assert await probe.final(SILENCE_S) is None
         # the same socket without the scanner's name is answered: the silence was the block
         assert status(await probe.ask(front.port, "OPTIONS", service_uri(front))) == 200
-        await asyncio.sleep(0.5)
-        assert front.blocks["scanner"] >= 1
-    assert "User-Agent 'friendly-scanner'" in blocked(caplog, "scanner")[0]
+        for _ in range(100):  # the first block is logged at once, the three others summed up after a second
+            if front.blocks["scanner"] == 4:
+                break
+            await asyncio.sleep(0.1)
+    first, summary = blocked(caplog, "scanner")
+    assert "User-Agent 'friendly-scanner'" in first
+    assert summary == "blocked scanner from udp:127.0.0.1: 3 more in the 1 s after that"
 
 
 async def test_digest_auth_challenges_lets_the_right_credentials_through_and_refuses_wrong_ones(tmp_path, probe,

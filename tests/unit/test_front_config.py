@@ -197,14 +197,14 @@ def test_block_lines_are_one_warning_each_and_counted(caplog):
     front_module._log_line(" 3(4711) WARNING: <script>: voicebot-front: blocked scanner from udp:192.0.2.1:5060:"
                            " User-Agent 'friendly-scanner'", front)
     front_module._log_line(" 3(4711) WARNING: <script>: voicebot-front: blocked scanner from udp:192.0.2.1:"
-                           " 41 more in the last 60 s", front)
+                           " 41 more in the 60 s after that", front)
     front_module._log_line(" 1(4709) ERROR: <core> [core/parser/parse_via.c:2051]: parse_via(): bad char", front)
     front_module._log_line(" 1(4709) ERROR: <core> [core/tcp_main.c:1]: tcp_send(): connection refused", front)
     assert front.blocks == {"scanner": 42}
     levels = [(r.levelno, r.getMessage()) for r in caplog.records]
     assert levels == [
         (logging.WARNING, "blocked scanner from udp:192.0.2.1:5060: User-Agent 'friendly-scanner'"),
-        (logging.WARNING, "blocked scanner from udp:192.0.2.1: 41 more in the last 60 s"),
+        (logging.WARNING, "blocked scanner from udp:192.0.2.1: 41 more in the 60 s after that"),
         (logging.DEBUG, "kamailio: parse_via(): bad char"),
         (logging.ERROR, "kamailio: tcp_send(): connection refused"),
     ]

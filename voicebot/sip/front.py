@@ -56,7 +56,7 @@ _LOG_LINE = re.compile(r"^\s*\d+\(\d+\)\s+([A-Z]+):\s+(?:<?([\w:]+)>?\s+)?(?:\[(
 _PARSER_FILES = "core/parser/"
 _OURS = re.compile(r"voicebot-front: (.*)$")
 _BLOCK = re.compile(r"blocked (\w+) from (\S+): (.*)$")
-_MORE = re.compile(r"^(\d+) more in the last")
+_MORE = re.compile(r"^(\d+) more in the \d+ s after that")
 _URI = re.compile(r"^(sips?):(?:([^@;?]+)@)?(\[[0-9A-Fa-f:.]+\]|[^:;?]+)(?::(\d+))?(?:[;?].*)?$", re.IGNORECASE)
 
 
@@ -274,6 +274,8 @@ class Front:
     pid: int
     #: blocked requests by kind, as far as the front's log lines tell (suppressed ones included)
     blocks: collections.Counter[str] = field(default_factory=collections.Counter)
+    #: SIGTERM sent: what Kamailio says while it goes down is not news
+    stopping: bool = False
     _proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -305,11 +307,15 @@ async def open_front(settings: SipSettings, workers: Sequence[WorkerAddress], ru
     text = render_front_config(settings, workers, dispatcher_list=list_path, options=options)
     await loop.run_in_executor(None, _write_files, run_dir, {config_path: text,
                                                              list_path: render_dispatcher_list(workers)})
+    command = [program, "-DD", "-E", "-f", str(config_path), "-P", str(run_dir / "kamailio.pid"),
+               "-Y", str(run_dir), "-w", str(run_dir), "-m", str(options.shm_mb), "-M", str(options.pkg_mb)]
+    # Kamailio gets SIGTERM when this process dies: setpriv (util-linux) sets that up between fork
+    # and exec without running Python in the child, which is not safe in a process with threads.
+    setpriv = shutil.which("setpriv")
     proc = await asyncio.create_subprocess_exec(
-        program, "-DD", "-E", "-f", str(config_path), "-P", str(run_dir / "kamailio.pid"), "-Y", str(run_dir),
-        "-m", str(options.shm_mb), "-M", str(options.pkg_mb), "-w", str(run_dir),
+        *([setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []), *command,
         stdin=subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        preexec_fn=_die_with_parent, start_new_session=True)
+        preexec_fn=None if setpriv else _die_with_parent, start_new_session=True)
     front = Front(WORKER_SIDE_HOST, settings.port, config_path, proc.pid, _proc=proc)
     tail: collections.deque[str] = collections.deque(maxlen=40)
     reader = asyncio.ensure_future(_read_log(proc, front, tail))
@@ -319,6 +325,7 @@ async def open_front(settings: SipSettings, workers: Sequence[WorkerAddress], ru
                  settings.host, settings.port, len(workers))
         yield front
     finally:
+        front.stopping = True
         await _stop(proc, options.stop_timeout_s)
         try:
             await asyncio.wait_for(asyncio.shield(reader), 2.0)
@@ -387,7 +394,8 @@ def _log_line(line: str, front: Front) -> None:
     level_name, source, text = (m.group(1), m.group(3) or "", m.group(4)) if m else ("INFO", "", line)
     ours = _OURS.search(text)
     if ours is None:
-        level = logging.DEBUG if source.startswith(_PARSER_FILES) else _LEVELS.get(level_name, logging.INFO)
+        quiet = front.stopping or source.startswith(_PARSER_FILES)
+        level = logging.DEBUG if quiet else _LEVELS.get(level_name, logging.INFO)
         log.log(level, "kamailio: %s", text)
         return
     text = ours.group(1)
