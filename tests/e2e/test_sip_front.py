@@ -22,7 +22,12 @@ import pytest
 from tests.e2e.baresip_agent import BaresipAgent, free_udp_tcp_port, running
 from voicebot.audio.wav import load_wav, write_wav
 from voicebot.sip.front import Front, FrontOptions, WorkerAddress, open_front
-from voicebot.sip.settings import SipSecuritySettings, SipSettings, SipTransferSettings
+from voicebot.sip.settings import (
+    SipRegistration,
+    SipSecuritySettings,
+    SipSettings,
+    SipTransferSettings,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -151,6 +156,39 @@ class Probe:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class Listener(asyncio.DatagramProtocol):
+    """An address with nothing behind it but OPTIONS answers (so the front's probes find it alive):
+    shows which requests the front relays there."""
+
+    def __init__(self) -> None:
+        self.requests: asyncio.Queue[str] = asyncio.Queue()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.DatagramTransport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        text = data.decode(errors="replace")
+        if text.startswith("OPTIONS "):
+            keep = [f"{n.title()}: {v}" for n, v in headers_of(text) if n in ("via", "from", "to", "call-id", "cseq")]
+            self.transport.sendto("\r\n".join(["SIP/2.0 200 OK", *keep, "Content-Length: 0", "", ""]).encode(), addr)
+        elif not text.startswith("SIP/2.0 "):
+            self.requests.put_nowait(text)
+
+    @property
+    def local(self) -> tuple[str, int]:
+        return self.transport.get_extra_info("sockname")
+
+
+@contextlib.asynccontextmanager
+async def listening() -> AsyncIterator[Listener]:
+    transport, listener = await asyncio.get_running_loop().create_datagram_endpoint(
+        Listener, local_addr=("127.0.0.1", 0))
+    try:
+        yield listener
+    finally:
+        transport.close()
 
 
 def status(answer: str | None) -> int | None:
@@ -321,8 +359,9 @@ async def test_unknown_users_get_404_foreign_domains_403_and_other_methods_405(t
 async def test_scanners_get_no_answer_at_all_and_the_block_is_logged(tmp_path, probe, caplog):
     once_a_second = SipSecuritySettings(block_log_interval_s=1)
     async with running_front(tmp_path, [free_udp_tcp_port()], security=once_a_second) as front:
-        for method, agent in (("OPTIONS", "friendly-scanner"), ("INVITE", "sipvicious 0.3.4"),
-                              ("INVITE", "VaxSIPUserAgent/3.1"), ("OPTIONS", "sipcli/v1.8")):
+        scanners = (("OPTIONS", "friendly-scanner"), ("INVITE", "sipvicious 0.3.4"),
+                    ("INVITE", "VaxSIPUserAgent/3.1"), ("OPTIONS", "sipcli/v1.8"))
+        for method, agent in scanners:
             await probe.send(front.port, probe.request(method, service_uri(front), user_agent=agent))
         assert await probe.final(SILENCE_S) is None
         # the same socket without the scanner's name is answered: the silence was the block
@@ -332,7 +371,8 @@ async def test_scanners_get_no_answer_at_all_and_the_block_is_logged(tmp_path, p
                 break
             await asyncio.sleep(0.1)
     first, summary = blocked(caplog, "scanner")
-    assert "User-Agent 'friendly-scanner'" in first
+    # whichever of the four the front's processes got to first
+    assert any(first.endswith(f"User-Agent '{agent}'") for _, agent in scanners), first
     assert summary == "blocked scanner from udp:127.0.0.1: 3 more in the 1 s after that"
 
 
@@ -397,6 +437,26 @@ async def test_a_worker_may_call_the_transfer_target_and_nothing_else(tmp_path, 
     refusals = blocked(caplog, "relay_refused")
     assert any("from a worker to " + stranger.uri in r for r in refusals), refusals
     assert any("in-dialog BYE" in r for r in refusals), refusals
+
+
+async def test_a_worker_registers_through_the_front_with_the_registrar_only_and_the_pbx_calls_come_in(tmp_path):
+    async with listening() as fake_worker, listening() as registrar:
+        reg = SipRegistration(registrar_uri=f"sip:127.0.0.1:{registrar.local[1]}", username="bot7", password="pw")
+        async with running_front(tmp_path, [fake_worker.local[1]], register=reg) as front:
+            send = fake_worker.transport.sendto
+            send(sip_request("REGISTER", reg.registrar_uri, local=fake_worker.local), ("127.0.0.1", front.port))
+            relayed = await asyncio.wait_for(registrar.requests.get(), ANSWER_S)
+            assert relayed.startswith(f"REGISTER {reg.registrar_uri} SIP/2.0")
+            send(sip_request("REGISTER", "sip:127.0.0.1:9", local=fake_worker.local), ("127.0.0.1", front.port))
+            # the PBX calls the registered user at the front: a worker gets the call
+            registrar.transport.sendto(sip_request("INVITE", f"sip:bot7@127.0.0.1:{front.port}",
+                                                   local=registrar.local), ("127.0.0.1", front.port))
+            offered = await asyncio.wait_for(fake_worker.requests.get(), ANSWER_S)
+            assert offered.startswith(f"INVITE sip:bot7@127.0.0.1:{front.port} SIP/2.0"), offered
+            await asyncio.sleep(0.5)
+            while not registrar.requests.empty():  # retransmissions of the one relayed REGISTER, nothing else
+                assert registrar.requests.get_nowait().startswith(f"REGISTER {reg.registrar_uri} SIP/2.0")
+            assert front.blocks == {"relay_refused": 1}
 
 
 # --------------------------------------------------------------------------- floods and garbage
