@@ -41,9 +41,9 @@ SILENCE_S = 1.0
 
 @contextlib.asynccontextmanager
 async def running_front(tmp_path: Path, workers: list[BaresipAgent] | list[int], *, port: int | None = None,
-                        **sip: object) -> AsyncIterator[Front]:
+                        host: str = "127.0.0.1", **sip: object) -> AsyncIterator[Front]:
     ports = [w.sip_port if isinstance(w, BaresipAgent) else w for w in workers]
-    settings = SipSettings(host="127.0.0.1", port=port or free_udp_tcp_port(), **sip)
+    settings = SipSettings(host=host, port=port or free_udp_tcp_port(), **sip)
     async with open_front(settings, [WorkerAddress(p) for p in ports], tmp_path / "front", options=OPTIONS) as front:
         yield front
 
@@ -73,6 +73,16 @@ def loudest_hz(wav: Path) -> float:
 def incoming(agent: BaresipAgent) -> int:
     """Calls an agent took (established calls it did not dial)."""
     return sum(1 for e in agent.events if e.type == "CALL_ESTABLISHED" and e.data.get("direction") == "incoming")
+
+
+async def took(agent: BaresipAgent, calls: int, timeout_s: float = 10.0) -> int:
+    """Incoming calls an agent has taken once it has taken ``calls`` (or the wait is over): the
+    callee's established event may come a moment after the caller's."""
+    for _ in range(int(timeout_s / 0.05)):
+        if incoming(agent) >= calls:
+            break
+        await asyncio.sleep(0.05)
+    return incoming(agent)
 
 
 def blocked(caplog: pytest.LogCaptureFixture, kind: str) -> list[str]:
@@ -296,6 +306,18 @@ async def test_a_caller_on_tcp_with_an_unreachable_contact_gets_the_bot_s_bye_on
         await writer.wait_closed()
 
 
+async def test_a_front_on_every_interface_takes_calls_for_its_addresses_and_bye_finds_the_way_back(tmp_path):
+    bot = worker(tmp_path, "worker")
+    caller = BaresipAgent(tmp_path / "caller", user="ann", mic=None)
+    async with running(bot, caller), running_front(tmp_path, [bot], host="0.0.0.0") as front:
+        await caller.dial(service_uri(front))
+        await caller.wait_event("CALL_ESTABLISHED", 15)
+        await bot.hangup()  # the worker's BYE follows the route the front recorded
+        await caller.wait_event("CALL_CLOSED", 10)
+        await bot.wait_event("CALL_CLOSED", 10)
+    assert front.blocks == {}
+
+
 async def test_a_busy_worker_passes_the_call_to_the_next_one(tmp_path):
     busy = worker(tmp_path, "busy", max_calls=1)
     free = worker(tmp_path, "free")
@@ -309,7 +331,7 @@ async def test_a_busy_worker_passes_the_call_to_the_next_one(tmp_path):
         await callers[0].wait_event("CALL_ESTABLISHED", 15)
         await callers[1].dial(service_uri(front) + ";transport=tcp")
         await callers[1].wait_event("CALL_ESTABLISHED", 15)
-        assert incoming(free) == 2 and incoming(busy) == 1
+        assert await took(free, 2) == 2 and incoming(busy) == 1
         assert "rejected call" in busy.log(), "no call was offered to the busy worker"
         for caller in callers:
             await caller.hangup()
@@ -390,7 +412,7 @@ async def test_digest_auth_challenges_lets_the_right_credentials_through_and_ref
         assert re.search(r'^WWW-Authenticate: Digest realm="voicebot\.test"', challenge, re.MULTILINE), challenge
         await right.dial(service_uri(front))
         await right.wait_event("CALL_ESTABLISHED", 15)
-        assert incoming(bot) == 1
+        assert await took(bot, 1) == 1
         await wrong.dial(service_uri(front))
         refused = await wrong.wait_event("CALL_CLOSED", 15)
         assert incoming(bot) == 1

@@ -17,6 +17,7 @@ from voicebot.sip.front import (
     Front,
     FrontOptions,
     WorkerAddress,
+    listen_addresses,
     open_front,
     render_dispatcher_list,
     render_front_config,
@@ -107,11 +108,20 @@ def test_rate_limit_and_timeouts_come_from_the_settings(tmp_path):
     assert 'is_in_subnet("$si", "192.0.2.0/24")' in route(config, "RATE_EXEMPT")
 
 
-def test_the_front_listens_on_its_host_and_on_loopback_for_the_workers(tmp_path):
+def test_the_front_listens_on_its_host_and_on_loopback_for_the_workers_advertising_the_public_address(tmp_path):
     config = render(tmp_path, SipSettings(host="192.0.2.10", port=5060, tcp=False, public_address="203.0.113.7"))
     listens = re.findall(r"^listen=(.*)$", config, re.MULTILINE)
-    assert listens == ["udp:192.0.2.10:5060 advertise 203.0.113.7:5060", "udp:127.0.0.1:5060"]
+    assert listens == ["udp:127.0.0.1:5060", "udp:192.0.2.10:5060 advertise 203.0.113.7:5060"]
     assert "disable_tcp=yes" in config
+    assert "alias=203.0.113.7:5060" in config
+
+
+def test_every_interface_means_one_socket_per_address_of_this_machine_never_a_wildcard_one(tmp_path):
+    config = render(tmp_path, SipSettings(host="0.0.0.0", port=5060, udp=False))
+    listens = re.findall(r"^listen=(.*)$", config, re.MULTILINE)
+    assert listens[0] == "tcp:127.0.0.1:5060"
+    assert listens == [f"tcp:{a}:5060" for a in listen_addresses("0.0.0.0")]
+    assert not any("0.0.0.0" in line for line in listens)
 
 
 def test_every_worker_is_in_the_dispatcher_list():
@@ -132,8 +142,6 @@ def test_settings_the_front_cannot_use_are_refused_in_one_line(tmp_path):
         with pytest.raises(SipError, match=expected) as e:
             render(tmp_path, base(security=security))
         assert "\n" not in str(e.value)
-    with pytest.raises(SipError, match="instead of 0.0.0.0"):
-        render(tmp_path, SipSettings(host="0.0.0.0", port=5060, public_address="203.0.113.7"))
     with pytest.raises(SipError, match="at least one worker"):
         render_front_config(base(), [], dispatcher_list=tmp_path / "d.list")
 
@@ -150,7 +158,7 @@ COMBINATIONS = {
     "udp only, no scanner list": base(tcp=False, security=SipSecuritySettings(scanner_user_agents=())),
     "tcp only, target without user": base(udp=False, transfer=SipTransferSettings(target_uri="sip:10.0.0.9")),
     "registrar": base(register=SipRegistration(registrar_uri="sip:10.1.2.3", username="bot7", password="x")),
-    "public address on every interface": SipSettings(host="0.0.0.0", port=5090),
+    "every interface, a public address": SipSettings(host="0.0.0.0", port=5090, public_address="203.0.113.7"),
 }
 
 

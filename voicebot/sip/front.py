@@ -17,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import ctypes
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -86,9 +87,10 @@ class FrontOptions:
     program: str = "kamailio"
     #: Kamailio processes reading UDP, and as many for TCP
     children: int = 4
-    #: shared and per-process memory, MB (small: two fronts on one machine must both fit)
-    shm_mb: int = 64
-    pkg_mb: int = 8
+    #: shared and per-process memory, MB: enough for thousands of calls and rate-limit entries,
+    #: small enough for two fronts (a test's and a running service's) on one machine
+    shm_mb: int = 32
+    pkg_mb: int = 4
     #: a worker that sends nothing at all (not even 100 Trying) this long is skipped and taken
     #: out of the rotation until it answers an OPTIONS probe
     worker_timeout_s: float = 2.0
@@ -176,16 +178,15 @@ def _core(settings: SipSettings, options: FrontOptions) -> str:
         lines.append(f"tcp_children={options.children}")
     else:
         lines.append("disable_tcp=yes")
+    # One socket per address, never a wildcard one: Kamailio knows its own addresses only from its
+    # sockets (to tell a request for us from one to relay, and to record-route one address towards
+    # the caller and another towards the workers), and the workers talk to it over loopback.
     host = settings.host or "0.0.0.0"
+    addresses = listen_addresses(host)
     advertise = f" advertise {settings.public_address}:{settings.port}" if settings.public_address else ""
-    if advertise and _covers_loopback(host) and host != WORKER_SIDE_HOST:
-        raise SipError("the SIP front advertises public_address only on a listening address of its own:"
-                       " set sip host to this machine's address instead of 0.0.0.0")
-    for proto in protos:
-        lines.append(f"listen={proto}:{_host(host)}:{settings.port}{advertise}")
-    if not _covers_loopback(host):
-        # the workers talk to the front over loopback
-        lines += [f"listen={proto}:{WORKER_SIDE_HOST}:{settings.port}" for proto in protos]
+    for address in addresses:
+        outside = advertise if address != WORKER_SIDE_HOST else ""
+        lines += [f"listen={proto}:{_host(address)}:{settings.port}{outside}" for proto in protos]
     if settings.public_address:
         lines.append(f"alias={_host(settings.public_address)}:{settings.port}")
     return "\n".join(lines)
@@ -254,9 +255,25 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def _covers_loopback(host: str) -> bool:
-    """Does listening on ``host`` take in what the workers send to 127.0.0.1?"""
-    return host in (WORKER_SIDE_HOST, "0.0.0.0")
+def listen_addresses(host: str) -> list[str]:
+    """The addresses the front listens on for ``host``: every IPv4 address of this machine for
+    0.0.0.0, else ``host``; loopback (the workers' side) always, first."""
+    if host != "0.0.0.0":
+        return [host] if host == WORKER_SIDE_HOST else [WORKER_SIDE_HOST, host]
+    try:
+        # the kernel's local routes: an address line, then "/32 host LOCAL" under it
+        lines = Path("/proc/net/fib_trie").read_text().splitlines()
+    except OSError:
+        lines = []
+    found: dict[str, None] = {WORKER_SIDE_HOST: None}
+    last = None
+    for line in lines:
+        m = re.search(r"[|`]-- (\d+\.\d+\.\d+\.\d+)$", line)
+        if m:
+            last = m.group(1)
+        elif "/32 host LOCAL" in line and last and not last.startswith("127."):
+            found[last] = None
+    return list(found)
 
 
 # --------------------------------------------------------------------------- the process
@@ -304,7 +321,8 @@ async def open_front(settings: SipSettings, workers: Sequence[WorkerAddress], ru
     await loop.run_in_executor(None, _check_port_free, settings)
     config_path = run_dir / "kamailio.cfg"
     list_path = run_dir / "dispatcher.list"
-    text = render_front_config(settings, workers, dispatcher_list=list_path, options=options)
+    text = await loop.run_in_executor(
+        None, functools.partial(render_front_config, settings, workers, dispatcher_list=list_path, options=options))
     await loop.run_in_executor(None, _write_files, run_dir, {config_path: text,
                                                              list_path: render_dispatcher_list(workers)})
     command = [program, "-DD", "-E", "-f", str(config_path), "-P", str(run_dir / "kamailio.pid"),
