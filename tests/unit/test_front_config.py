@@ -124,6 +124,13 @@ def test_every_interface_means_one_socket_per_address_of_this_machine_never_a_wi
     assert not any("0.0.0.0" in line for line in listens)
 
 
+def test_no_generated_name_is_part_of_another_since_substdef_replaces_text(tmp_path):
+    config = render(tmp_path, COMBINATIONS["auth, transfer target, domains, exempt sources"])
+    names = re.findall(r'^#!(?:substdef "!|define )(\w+)', config, re.MULTILINE)
+    assert len(names) > 10
+    assert not [(a, b) for a in names for b in names if a != b and a in b]
+
+
 def test_every_worker_is_in_the_dispatcher_list():
     lines = [line for line in render_dispatcher_list(WORKERS).splitlines() if not line.startswith("#")]
     assert lines == ["1 sip:127.0.0.1:5071 0 0", "1 sip:127.0.0.1:5072 0 0", "1 sip:127.0.0.1:5073 0 0"]

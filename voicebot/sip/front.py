@@ -96,6 +96,9 @@ class FrontOptions:
     worker_timeout_s: float = 2.0
     #: a worker that said "trying" but has not answered this long: the next one gets the call
     answer_timeout_s: float = 15.0
+    #: how long a transfer target or registrar may take to say anything at all (they are
+    #: farther away than the workers)
+    outside_timeout_s: float = 5.0
     #: every worker gets an OPTIONS probe this often
     probe_interval_s: int = 5
     #: how long the front may take to answer its first OPTIONS after starting
@@ -138,6 +141,8 @@ def render_front_config(settings: SipSettings, workers: Sequence[WorkerAddress],
         "DISPATCHER_LIST": _quote(str(dispatcher_list)),
         "WORKER_TIMEOUT_MS": str(max(100, round(options.worker_timeout_s * 1000))),
         "ANSWER_TIMEOUT_MS": str(max(100, round(options.answer_timeout_s * 1000))),
+        "OUTSIDE_TIMEOUT_MS": str(max(100, round(options.outside_timeout_s * 1000))),
+        "TRANSFER_TIMEOUT_MS": str(round((settings.transfer.timeout_s + options.outside_timeout_s) * 1000)),
         "PROBE_INTERVAL_S": str(max(1, options.probe_interval_s)),
         "TCP_MAX_CONNECTIONS": str(options.tcp_max_connections),
         "RATE_REQUESTS": str(sec.rate_limit_requests),
