@@ -13,7 +13,7 @@ import re
 import secrets
 import socket
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +41,10 @@ SILENCE_S = 1.0
 
 @contextlib.asynccontextmanager
 async def running_front(tmp_path: Path, workers: list[BaresipAgent] | list[int], *, port: int | None = None,
-                        host: str = "127.0.0.1", **sip: object) -> AsyncIterator[Front]:
+                        host: str = "127.0.0.1", options: FrontOptions = OPTIONS, **sip: object) -> AsyncIterator[Front]:
     ports = [w.sip_port if isinstance(w, BaresipAgent) else w for w in workers]
     settings = SipSettings(host=host, port=port or free_udp_tcp_port(), **sip)
-    async with open_front(settings, [WorkerAddress(p) for p in ports], tmp_path / "front", options=OPTIONS) as front:
+    async with open_front(settings, [WorkerAddress(p) for p in ports], tmp_path / "front", options=options) as front:
         yield front
 
 
@@ -360,6 +360,26 @@ async def test_with_no_worker_alive_the_caller_gets_503(tmp_path, probe):
     async with running_front(tmp_path, nobody) as front:
         answer = await probe.ask(front.port, "INVITE", service_uri(front), timeout_s=15)
     assert status(answer) == 503, answer
+
+
+async def test_a_worker_that_starts_after_the_front_takes_calls_once_the_front_resets_its_workers(tmp_path, probe):
+    late = worker(tmp_path, "late")
+    caller = BaresipAgent(tmp_path / "caller", user="ann", mic=None)
+    no_probes = replace(OPTIONS, probe_interval_s=600)  # nothing but the reset brings the worker back
+    async with running(caller), running_front(tmp_path, [late], options=no_probes) as front:
+        # the worker is not there yet: the call finds no one, and the worker leaves the rotation
+        assert status(await probe.ask(front.port, "INVITE", service_uri(front), timeout_s=15)) == 503
+        async with running(late):
+            await caller.dial(service_uri(front))
+            refused = await caller.wait_event("CALL_CLOSED", 15)
+            assert refused.data.get("param") == "503 Service Unavailable", refused.data
+            caller.events.clear()
+            await front.reset_workers()
+            await caller.dial(service_uri(front))
+            await caller.wait_event("CALL_ESTABLISHED", 15)
+            assert await took(late, 1) == 1
+            await caller.hangup()
+            await late.wait_event("CALL_CLOSED", 10)
 
 
 # --------------------------------------------------------------------------- who may call, and how

@@ -100,7 +100,10 @@ class FrontOptions:
     #: farther away than the workers)
     outside_timeout_s: float = 5.0
     #: every worker gets an OPTIONS probe this often
-    probe_interval_s: int = 5
+    probe_interval_s: int = 2
+    #: probes a worker may miss in a row before it leaves the rotation (a call it misses takes
+    #: it out at once)
+    probe_failures: int = 3
     #: how long the front may take to answer its first OPTIONS after starting
     start_timeout_s: float = 10.0
     #: after SIGTERM, how long before SIGKILL
@@ -144,6 +147,8 @@ def render_front_config(settings: SipSettings, workers: Sequence[WorkerAddress],
         "OUTSIDE_TIMEOUT_MS": str(max(100, round(options.outside_timeout_s * 1000))),
         "TRANSFER_TIMEOUT_MS": str(round((settings.transfer.timeout_s + options.outside_timeout_s) * 1000)),
         "PROBE_INTERVAL_S": str(max(1, options.probe_interval_s)),
+        "PROBE_FAILURES": str(max(1, options.probe_failures)),
+        "CONTROL_SOCKET": _quote(f"unix:{control_socket(dispatcher_list.parent)}"),
         "TCP_MAX_CONNECTIONS": str(options.tcp_max_connections),
         "RATE_REQUESTS": str(sec.rate_limit_requests),
         "RATE_INTERVAL_S": str(sec.rate_limit_interval_s),
@@ -163,6 +168,11 @@ def render_front_config(settings: SipSettings, workers: Sequence[WorkerAddress],
         defines="\n".join(_define(k, v) for k, v in defines.items()),
         core=_core(settings, options),
         routes=_routes(settings))
+
+
+def control_socket(run_dir: Path) -> Path:
+    """Kamailio's binrpc control socket (kamcmd talks to it)."""
+    return run_dir / "kamailio.ctl"
 
 
 def render_dispatcher_list(workers: Sequence[WorkerAddress]) -> str:
@@ -308,6 +318,24 @@ class Front:
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
+
+    async def reset_workers(self, timeout_s: float = 5.0) -> None:
+        """Put every worker back in the rotation now, e.g. once they have all started: until a
+        probe finds them, workers that were still starting when the front did stay out of it."""
+        kamcmd = shutil.which("kamcmd")
+        if kamcmd is None:
+            raise SipError("kamcmd not found: it comes with Kamailio (apt-get install kamailio)")
+        proc = await asyncio.create_subprocess_exec(
+            kamcmd, "-s", f"unix:{control_socket(self.config_path.parent)}", "dispatcher.reload",
+            stdin=subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise SipError(f"the SIP front did not reset its workers within {timeout_s:g} s") from None
+        if proc.returncode != 0:
+            raise SipError(f"the SIP front could not reset its workers: {out.decode(errors='replace').strip()}")
 
 
 @contextlib.asynccontextmanager
