@@ -100,6 +100,7 @@ async def _serve_with_workers(settings: Settings, store: CallStore, shutdown: Sh
             front_address = f"{front.host}:{front.port}"
             async with open_worker_pool(settings, ports, front_address, metrics_dir=str(metrics_dir),
                                         on_exit=metrics.worker_exited) as pool:
+                await front.reset_workers()  # into the rotation now, not at the front's next probe
                 dial = f"{sip.public_address or front.host}:{front.port}"
                 _ready(on_ready, ServiceInfo(dial, http.url, count, min(sip.max_calls, count * sip.capacity)))
                 await shutdown.drain.wait()

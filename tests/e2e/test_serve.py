@@ -31,14 +31,14 @@ def service(tmp_path: Path, *, drain_s: float = 60.0, workers: int | None = None
     return ServiceProcess(tmp_path, CONFIG.format(data=tmp_path / "data", drain_s=drain_s), *args)
 
 
-async def wait_for(predicate, timeout_s: float, what: str):
+async def wait_for(predicate, timeout_s: float, what: str, context=lambda: ""):
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
         value = await predicate()
         if value:
             return value
-        assert loop.time() < deadline, f"timed out waiting for {what}"
+        assert loop.time() < deadline, f"timed out waiting for {what}: {context()}"
         await asyncio.sleep(0.25)
 
 
@@ -61,7 +61,8 @@ async def test_kill_9_mid_form_then_restart_keeps_the_transcript_and_every_field
             fields = (record["intake"] or {}).get("fields", {})
             return record if {"personal_id", "postal_code"} <= set(fields) else None
 
-        before = await wait_for(two_fields_saved, 120, "the ID and postal code to be saved")
+        before = await wait_for(two_fields_saved, 120, "the ID and postal code to be saved",
+                                lambda: svc.log()[-6000:])
         svc.signal(signal.SIGKILL, group=True)
         await svc.wait(10)
         await phone.hangup()

@@ -80,7 +80,7 @@ def registered_account_config(reg: SipRegistration, *, rtp_port: int = 0, rtp_po
     """An account that registers to ``reg.registrar_uri`` and answers its digest challenge.
 
     Behind the SIP front (``via_front``, its "host:port"), the registration goes out through the
-    front and names the front as the contact, so the PBX's calls arrive where any worker can take them.
+    front; its contact (``reg.contact_uri``) names the front, so the PBX's calls reach any worker.
     """
     assert reg.registrar_uri
     cfg = pj.AccountConfig()
@@ -91,7 +91,8 @@ def registered_account_config(reg: SipRegistration, *, rtp_port: int = 0, rtp_po
     cfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", reg.realm or "*", reg.username, 0, reg.password))
     if via_front:
         cfg.sipConfig.proxies.append(f"sip:{via_front};lr")
-        cfg.sipConfig.contactForced = f"<sip:{reg.username}@{via_front}>"
+    if reg.contact_uri:
+        cfg.sipConfig.contactForced = f"<{reg.contact_uri}>"
     _media_ports(cfg, rtp_port, rtp_port_range, media_address)
     return cfg
 

@@ -13,12 +13,13 @@ import contextlib
 import logging
 import os
 import pickle
+import socket
 import sys
 from dataclasses import dataclass, replace
 from typing import AsyncIterator, Callable
 
 from voicebot.config import AsrSettings, Settings
-from voicebot.sip.settings import SipError, SipRegistration
+from voicebot.sip.settings import SipError, SipRegistration, SipSettings
 
 log = logging.getLogger("voicebot.sip.pool")
 
@@ -62,11 +63,30 @@ def worker_settings(settings: Settings, index: int, count: int, port: int, front
         max_calls=min(share, sip.capacity), workers=0,
         rtp_port=sip.rtp_port + index * rtp_range if sip.rtp_port else 0, rtp_port_range=rtp_range,
         # one registration for the whole service, made by the first worker in the front's name
-        register=sip.register if index == 0 else SipRegistration(),
+        register=_front_registration(sip) if index == 0 else SipRegistration(),
     )
     # One recognizer process per worker: the workers already spread calls over the CPUs.
     asr: AsrSettings = replace(settings.asr, workers=1 if settings.asr.workers is None else settings.asr.workers)
     return replace(settings, sip=worker_sip, asr=asr)
+
+
+def _front_registration(sip: SipSettings) -> SipRegistration:
+    """The registration with the front's public address as its contact, where the PBX's calls belong."""
+    reg = sip.register
+    if not reg.registrar_uri or reg.contact_uri:
+        return reg
+    host = sip.public_address or primary_address()
+    return replace(reg, contact_uri=f"sip:{reg.username}@{host}:{sip.port}")
+
+
+def primary_address() -> str:
+    """This machine's address on its default route (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
 
 
 class WorkerPool:

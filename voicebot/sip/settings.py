@@ -39,6 +39,8 @@ class SipRegistration:
     realm: str = "*"
     #: the account's address of record; default sip:<username>@<registrar host>
     id_uri: str | None = None
+    #: the Contact the registrar sends calls to; default: the SIP front's public address and port
+    contact_uri: str | None = None
     expires_s: int = 300
 
 
