@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from voicebot.config import ConfigError, Settings, load_settings
+from voicebot.config import PROJECT_ROOT, ConfigError, Settings, load_settings
 
 
 def test_defaults_point_into_the_checkout():
@@ -69,3 +69,13 @@ def test_bad_settings_are_one_clear_line(tmp_path: Path, text: str, message: str
 def test_missing_config_file_names_it(tmp_path: Path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "nope.toml", env={})
+
+
+def test_the_settings_documented_in_docs_sip_md_load_as_written(tmp_path: Path):
+    doc = (PROJECT_ROOT / "docs" / "sip.md").read_text()
+    block = doc.split("## Settings", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+    cfg = tmp_path / "documented.toml"
+    cfg.write_text(block)
+    s = load_settings(cfg, env={})
+    assert s.sip.security.rate_limit_requests == 100 and s.sip.security.users == ("voicebot",)
+    assert s.sip.worker_count == 5 and s.http.host == "127.0.0.1"
