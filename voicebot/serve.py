@@ -19,7 +19,7 @@ import logging
 import shutil
 import socket
 from dataclasses import dataclass, replace
-from typing import AsyncIterator, Callable
+from typing import Any, Callable
 
 from voicebot.config import Settings
 from voicebot.metrics import CallMetrics
@@ -95,12 +95,26 @@ async def _serve_with_workers(settings: Settings, store: CallStore, shutdown: Sh
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     metrics = CallMetrics(multiprocess_dir=metrics_dir)
-    async with run_http(make_app(store, metrics), settings.http.host, settings.http.port) as http:
+    parts: dict[str, Any] = {}
+
+    def health() -> str | None:
+        front, pool = parts.get("front"), parts.get("pool")
+        if front is None or pool is None:
+            return "starting"
+        if not front.running:
+            return "the SIP front (Kamailio) is not running"
+        if pool.running == 0:
+            return "no call worker is running"
+        return None
+
+    app = make_app(store, metrics, health_check=health)
+    async with run_http(app, settings.http.host, settings.http.port) as http:
         async with open_front(sip, [WorkerAddress(p, WORKER_HOST) for p in ports], run_dir) as front:
             front_address = f"{front.host}:{front.port}"
             async with open_worker_pool(settings, ports, front_address, metrics_dir=str(metrics_dir),
                                         on_exit=metrics.worker_exited) as pool:
                 await front.reset_workers()  # into the rotation now, not at the front's next probe
+                parts.update(front=front, pool=pool)
                 dial = f"{sip.public_address or front.host}:{front.port}"
                 _ready(on_ready, ServiceInfo(dial, http.url, count, min(sip.max_calls, count * sip.capacity)))
                 await shutdown.drain.wait()

@@ -115,6 +115,7 @@ async def test_a_second_sigterm_ends_calls_at_once_and_still_saves_them(tmp_path
         await stays.start()
         await stays.dial(svc.uri)
         await stays.wait_event("CALL_ESTABLISHED", 20)
+        assert (await svc.get("/healthz"))["status"] == "ok"
         svc.signal(signal.SIGTERM)
         await asyncio.sleep(1.0)
         svc.signal(signal.SIGTERM)

@@ -168,6 +168,16 @@ async def test_health_is_ok_while_the_store_answers_and_503_after(client, store)
     one_line_error(await resp.json())
 
 
+async def test_health_is_503_with_the_services_own_problem_while_it_has_one(loop_guard, aiohttp_client, store,
+                                                                               metrics):
+    problems = ["the SIP front (Kamailio) is not running"]
+    client = await aiohttp_client(make_app(store, metrics, health_check=lambda: problems[0] if problems else None))
+    resp = await client.get("/healthz")
+    assert resp.status == 503 and (await resp.json())["error"] == "the SIP front (Kamailio) is not running"
+    problems.clear()
+    assert (await client.get("/healthz")).status == 200
+
+
 async def test_metrics_show_calls_outcomes_transfers_and_latencies(client, store, metrics):
     recorder = StoreRecorder(store, metrics)
     await record_call(recorder, "m1", "2026-11-28T10:00:00+00:00", outcome="transferred",

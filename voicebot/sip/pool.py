@@ -154,6 +154,11 @@ class WorkerPool:
                 log.error("%s", e)
                 return
 
+    @property
+    def running(self) -> int:
+        """Workers alive now."""
+        return sum(1 for p in self._procs if p is not None and p.returncode is None)
+
     def _tell(self, command: str) -> None:
         for proc in self._procs:
             if proc is not None and proc.returncode is None and proc.stdin is not None and not proc.stdin.is_closing():

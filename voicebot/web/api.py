@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import AsyncIterator, NoReturn
+from typing import AsyncIterator, Callable, NoReturn
 
 from aiohttp import web
 
@@ -21,17 +21,20 @@ log = logging.getLogger("voicebot.web")
 STORE = web.AppKey("store", CallStore)
 METRICS = web.AppKey("metrics", CallMetrics)
 HEALTH_TIMEOUT_S = web.AppKey("health_timeout_s", float)
+#: what else must be up for the service to be healthy: a one-line problem, or None when all is well
+HEALTH_CHECK = web.AppKey("health_check", Callable[[], "str | None"])
 
 DEFAULT_LIMIT = 50
 
 
 def make_app(store: CallStore, metrics: CallMetrics, *, owns_store: bool = False,
-             health_timeout_s: float = 2.0) -> web.Application:
+             health_timeout_s: float = 2.0, health_check: Callable[[], str | None] | None = None) -> web.Application:
     """The API over ``store``. With ``owns_store`` the app opens the store on start-up and closes it on cleanup."""
     app = web.Application(middlewares=[_json_errors])
     app[STORE] = store
     app[METRICS] = metrics
     app[HEALTH_TIMEOUT_S] = health_timeout_s
+    app[HEALTH_CHECK] = health_check or (lambda: None)
     if owns_store:
         app.cleanup_ctx.append(_store_lifetime)
     app.add_routes([
@@ -85,6 +88,9 @@ async def healthz(request: web.Request) -> web.Response:
                                  status=503)
     except Exception as e:  # noqa: BLE001 - a health check answers, whatever broke
         return web.json_response({"status": "unavailable", "error": str(e) or e.__class__.__name__}, status=503)
+    problem = request.app[HEALTH_CHECK]()
+    if problem is not None:
+        return web.json_response({"status": "unavailable", "error": problem}, status=503)
     return web.json_response({"status": "ok"})
 
 
