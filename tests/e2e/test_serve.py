@@ -26,9 +26,9 @@ drain_timeout_s = {drain_s}
 """
 
 
-def service(tmp_path: Path, *, drain_s: float = 60.0, workers: int | None = None) -> ServiceProcess:
+def service(tmp_path: Path, *, drain_s: float = 60.0, workers: int | None = None, extra: str = "") -> ServiceProcess:
     args = ("--workers", str(workers)) if workers is not None else ()
-    return ServiceProcess(tmp_path, CONFIG.format(data=tmp_path / "data", drain_s=drain_s), *args)
+    return ServiceProcess(tmp_path, CONFIG.format(data=tmp_path / "data", drain_s=drain_s) + extra, *args)
 
 
 async def wait_for(predicate, timeout_s: float, what: str, context=lambda: ""):
@@ -127,3 +127,36 @@ async def test_a_second_sigterm_ends_calls_at_once_and_still_saves_them(tmp_path
         await stays.stop()
         await svc.stop()
     assert summary["status"] == "ended"
+
+
+@pytest.mark.parametrize("mode", ["refer", "bridge"])
+async def test_key_zero_over_rfc4733_reaches_the_transfer_target_through_the_front(tmp_path, mode):
+    """REFER: the caller's phone calls the target; bridge: a worker calls it through the front."""
+    caller = BaresipAgent(tmp_path / "caller", user="ann", mic=None)
+    target = BaresipAgent(tmp_path / "agent", user="agent", mic=None, auto_answer=True)
+    svc = service(tmp_path, workers=2,
+                  extra=f'[sip.transfer]\nmode = "{mode}"\ntarget_uri = "{target.uri}"\ntimeout_s = 20\n')
+    try:
+        await svc.start()
+        await asyncio.gather(caller.start(), target.start())
+        await caller.dial(svc.uri)
+        await caller.wait_event("CALL_ESTABLISHED", 20)
+        await asyncio.sleep(2.0)
+        await caller.send_dtmf("0")
+        incoming = await target.wait_event("CALL_ESTABLISHED", 40)
+        await asyncio.sleep(1.0)
+        await caller.hangup()
+
+        async def ended():
+            calls = (await svc.get("/api/calls"))["calls"]
+            return calls if calls and calls[0]["status"] == "ended" else None
+
+        [summary] = await wait_for(ended, 30, "the call to end", lambda: svc.log()[-4000:])
+        record = await svc.get(f"/api/calls/{summary['call_id']}")
+    finally:
+        await asyncio.gather(caller.stop(), target.stop(), return_exceptions=True)
+        await svc.stop()
+    # the target sees the caller (REFER) or the service (bridge) calling
+    assert incoming.data["peeruri"].startswith("sip:ann@" if mode == "refer" else "sip:voicebot@")
+    assert record["outcome"] == "transferred" and record["transfer"]["reason"] == "caller_request"
+    assert any(t["speaker"] == "caller" and t["text"] == "[DTMF 0]" for t in record["turns"])
