@@ -17,7 +17,7 @@ from voicebot.calls.report import CallReport, Turn
 from voicebot.events import IntakeForm, Transfer
 from voicebot.metrics import CallMetrics
 from voicebot.storage import SqliteCallStore, StoreError, default_store
-from voicebot.storage.migrations import load_migrations
+from voicebot.storage.migrations import latest_version, versions
 from voicebot.storage.recorder import StoreRecorder
 
 PID = "131052-308T"
@@ -267,12 +267,12 @@ async def test_migrations_run_once_and_reopening_changes_nothing(db_path):
         await store.end_call(full_report("c1"))
         first_version = store.schema_version
     async with SqliteCallStore(db_path) as store:
-        assert store.schema_version == first_version == load_migrations("sqlite")[-1].version
+        assert store.schema_version == first_version == latest_version("sqlite") == versions("sqlite")[-1]
         assert (await store.get_call("c1")).report.to_json() == full_report("c1").to_json()
     with sqlite3.connect(db_path) as db:
-        versions = [v for (v,) in db.execute("SELECT version FROM schema_version ORDER BY version")]
+        stamped = [v for (v,) in db.execute("SELECT version_num FROM alembic_version")]
         journal = db.execute("PRAGMA journal_mode").fetchone()[0]
-    assert versions == [m.version for m in load_migrations("sqlite")]
+    assert stamped == [f"{latest_version('sqlite'):04d}"]
     assert journal == "wal"
 
 
@@ -280,7 +280,7 @@ async def test_a_store_from_a_newer_voicebot_is_refused(db_path):
     async with SqliteCallStore(db_path):
         pass
     with sqlite3.connect(db_path) as db:
-        db.execute("INSERT INTO schema_version VALUES (999, 'future', 'x')")
+        db.execute("UPDATE alembic_version SET version_num = '0999'")
     with pytest.raises(StoreError, match="schema version 999, newer than"):
         await SqliteCallStore(db_path).open()
 

@@ -1,9 +1,15 @@
-"""The call store in one SQLite file: zero set-up, one service process per file.
+"""The call store in one SQLite file: zero set-up, one or a few service processes per file.
 
 Every statement runs on one dedicated thread that owns the connection, so the
 event loop never waits on the disk and writes never interleave. Each write is
 its own transaction in WAL mode with ``synchronous=NORMAL``: a committed write
 survives the process being killed (only a power cut may lose the last few).
+Writes take SQLite's write lock first (``BEGIN IMMEDIATE``), which is what makes
+``take_next`` safe between processes sharing the file.
+
+Queue, callback and agent changes are also written to a change log in the same
+transaction; each open store reads it right after its own writes and every
+``poll_interval_s`` (for other processes' writes), and feeds ``changes()``.
 """
 
 from __future__ import annotations
@@ -14,21 +20,26 @@ import json
 import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
 
 from voicebot.calls.report import CallReport, Turn
 from voicebot.events import IntakeForm, IntakeStatus, Transfer
-from voicebot.storage.base import (
-    INTAKE_STATUSES, MAX_LIST_LIMIT, ApplicationRecord, CallRecord, CallSummary, StoreError,
+from voicebot.storage import rows as R
+from voicebot.storage.base import INTAKE_STATUSES, ApplicationRecord, CallRecord, CallSummary, StoreError
+from voicebot.storage.feed import ChangeFeed, ChangeHub
+from voicebot.storage.records import (
+    AGENT_STATES, CALLBACK_STATES, LIVE_QUEUE_STATES, QUEUE_STATES, ROLES, Agent, AgentChange, AgentState,
+    ApiToken, AuditEntry, Callback, CallbackChange, CallbackState, ChangesMissed, LoginSession, QueueChange,
+    QueueEntry, QueuePosition, RetentionReport, StoreChange, User, change_from_json, change_to_json,
 )
-from voicebot.storage.migrations import Migration, load_migrations
 
 log = logging.getLogger("voicebot.storage")
 
 T = TypeVar("T")
-REFERENCE_PREFIX = "HA"
+#: change log rows kept for processes that read it late; one further behind gets ChangesMissed
+CHANGE_LOG_KEPT = 10000
 
 _TURN_UPSERT = """
 INSERT INTO turns (call_id, seq, speaker, text, start_s, end_s, intent, confidence, interrupted, counted)
@@ -51,25 +62,42 @@ ON CONFLICT (call_id, form) DO UPDATE SET
     updated_at = excluded.updated_at
 """
 
-_CALL_COLUMNS = ("call_id, name, caller_id, engine, status, outcome, transfer_reason, transfer_queue, latency_ms, "
-                 "started_at, ended_at, duration_s")
+_CALL_WRITE_COLUMNS = ("call_id, name, caller_id, engine, status, outcome, transfer_reason, transfer_queue, "
+                       "latency_ms, started_at, ended_at, duration_s")
 
 
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+def _ts(moment: datetime) -> str:
+    """The new tables' text time: UTC, microseconds, one width, so text order is time order."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _queues(value: str) -> list[str]:
+    return json.loads(value)
 
 
 class SqliteCallStore:
     backend = "sqlite"
 
     def __init__(self, path: Path, *, recover: bool = True, busy_timeout_s: float = 5.0,
-                 now: Callable[[], datetime] = _utc_now) -> None:
+                 now: Callable[[], datetime] = R.utc_now, poll_interval_s: float = 0.5) -> None:
         self.path = Path(path)
         self._recover = recover
         self._busy_timeout_s = busy_timeout_s
         self._now = now
+        self._poll_interval_s = poll_interval_s
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._hub = ChangeHub()
+        self._poller: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        #: the last change log row this store has published
+        self._seen_seq = 0
+        #: a write logged a change (set on the store thread, read on the loop after it)
+        self._logged = False
         #: the schema version after open()
         self.schema_version = 0
 
@@ -88,14 +116,23 @@ class SqliteCallStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicebot-sqlite")
         try:
             self.schema_version = await self._run(self._connect_and_migrate)
+            self._seen_seq = await self._run(
+                lambda: self._db().execute("SELECT COALESCE(MAX(seq), 0) FROM change_log").fetchone()[0])
         except BaseException:
             await self.close()
             raise
         log.info("call store %s at schema version %d", self.path, self.schema_version)
+        self._wake = asyncio.Event()
+        self._poller = asyncio.create_task(self._poll_changes(), name=f"voicebot-sqlite-changes {self.path.name}")
         if self._recover:
             await self.recover_interrupted()
 
     async def close(self) -> None:
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.cancel()
+            await asyncio.gather(poller, return_exceptions=True)
+        self._hub.close()
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -119,7 +156,7 @@ class SqliteCallStore:
         await self._run(insert)
 
     async def save_progress(self, call_id: str, turns: Mapping[int, Turn], latency_ms: Sequence[float]) -> None:
-        rows = [_turn_row(call_id, seq, turn) for seq, turn in turns.items()]
+        rows = [R.turn_row(call_id, seq, turn) for seq, turn in turns.items()]
         call = (json.dumps(list(latency_ms)), self._stamp(), call_id)
 
         def write() -> None:
@@ -151,7 +188,7 @@ class SqliteCallStore:
                     return done[0]
                 number = db.execute("INSERT INTO reference_numbers (call_id, issued_at) VALUES (?, ?)",
                                     (call_id, now)).lastrowid
-                reference = f"{REFERENCE_PREFIX}{number:06d}"
+                reference = R.reference(number)
                 db.execute(_INTAKE_UPSERT, (call_id, intake.form, "submitted", fields, reference, now, now, now))
                 db.execute("UPDATE calls SET updated_at = ? WHERE call_id = ?", (now, call_id))
                 return reference
@@ -167,13 +204,13 @@ class SqliteCallStore:
             json.dumps(list(report.latency_ms)), report.started_at or now, report.ended_at or now,
             report.duration_s, now,
         )
-        turns = [_turn_row(report.call_id, seq, turn) for seq, turn in enumerate(report.turns)]
+        turns = [R.turn_row(report.call_id, seq, turn) for seq, turn in enumerate(report.turns)]
         intake = self._intake_row(report.call_id, report.intake) if report.intake else None
 
         def write() -> None:
             with self._transaction() as db:
                 db.execute(
-                    f"INSERT INTO calls ({_CALL_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    f"INSERT INTO calls ({_CALL_WRITE_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (call_id) DO UPDATE SET caller_id = excluded.caller_id, engine = excluded.engine, "
                     "status = excluded.status, outcome = excluded.outcome, transfer_reason = excluded.transfer_reason, "
                     "transfer_queue = excluded.transfer_queue, latency_ms = excluded.latency_ms, "
@@ -208,19 +245,19 @@ class SqliteCallStore:
     async def get_call(self, call_id: str) -> CallRecord | None:
         def read() -> CallRecord | None:
             db = self._db()
-            row = db.execute(f"SELECT {_CALL_COLUMNS} FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+            row = db.execute(f"SELECT {R.CALL_COLUMNS} FROM calls WHERE call_id = ?", (call_id,)).fetchone()
             if row is None:
                 return None
-            turns = db.execute("SELECT speaker, text, start_s, end_s, intent, confidence, interrupted, counted "
+            turns = db.execute(f"SELECT {R.TURN_COLUMNS} "
                                "FROM turns WHERE call_id = ? ORDER BY seq", (call_id,)).fetchall()
             intake = db.execute("SELECT form, status, fields, reference FROM intakes WHERE call_id = ? "
                                 "ORDER BY updated_at DESC, rowid DESC LIMIT 1", (call_id,)).fetchone()
-            return _call_record(row, turns, intake)
+            return R.call_record(row, turns, intake)
 
         return await self._run(read)
 
     async def list_calls(self, limit: int = 50) -> list[CallSummary]:
-        _check_limit(limit)
+        R.check_limit(limit)
 
         def read() -> list[CallSummary]:
             rows = self._db().execute(
@@ -241,7 +278,7 @@ class SqliteCallStore:
         return await self._run(read)
 
     async def list_applications(self, status: IntakeStatus | None = None, limit: int = 50) -> list[ApplicationRecord]:
-        _check_limit(limit)
+        R.check_limit(limit)
         if status is not None and status not in INTAKE_STATUSES:
             raise ValueError(f"status must be one of {', '.join(INTAKE_STATUSES)}, not {status!r}")
 
@@ -260,6 +297,408 @@ class SqliteCallStore:
 
         return await self._run(read)
 
+    async def set_recording(self, call_id: str, path: str) -> None:
+        await self._write(lambda db: db.execute("UPDATE calls SET recording_path = ? WHERE call_id = ?",
+                                                (path, call_id)))
+
+    # ------------------------------------------------------------------ the live-agent queue
+
+    async def enqueue(self, call_id: str, queue: str, *, priority: int = 0, reason: str = "",
+                      caller_id: str = "") -> QueueEntry:
+        row = (call_id, queue, priority, reason, caller_id, _ts(self._now()))
+
+        def write(db: sqlite3.Connection) -> QueueEntry:
+            entry = self._entry(db.execute(
+                "INSERT INTO queue_entries (call_id, queue, priority, reason, caller_id, enqueued_at) "
+                f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {R.QUEUE_COLUMNS}", row).fetchone())
+            return self._queue_changed(db, entry)
+
+        return await self._write(write)
+
+    async def get_queue_entry(self, entry_id: int) -> QueueEntry | None:
+        return await self._read(lambda db: self._entry(db.execute(
+            f"SELECT {R.QUEUE_COLUMNS} FROM queue_entries WHERE entry_id = ?", (entry_id,)).fetchone()))
+
+    async def queue_position(self, entry_id: int, *, default_handling_s: float = 180.0,
+                             recent: int = 20) -> QueuePosition | None:
+        def read(db: sqlite3.Connection) -> QueuePosition | None:
+            me = db.execute("SELECT queue, priority, enqueued_at FROM queue_entries "
+                            "WHERE entry_id = ? AND state = 'waiting'", (entry_id,)).fetchone()
+            if me is None:
+                return None
+            queue, priority, enqueued_at = me
+            position, waiting = db.execute(
+                "SELECT COUNT(*) FILTER (WHERE priority > ?2 OR (priority = ?2 AND (enqueued_at < ?3 "
+                "   OR (enqueued_at = ?3 AND entry_id <= ?4)))), COUNT(*) "
+                "FROM queue_entries WHERE queue = ?1 AND state = 'waiting'",
+                (queue, priority, enqueued_at, entry_id)).fetchone()
+            handling_s = db.execute(
+                "SELECT AVG(handled_s) FROM (SELECT handled_s FROM queue_entries "
+                "WHERE queue = ? AND state = 'done' AND handled_s IS NOT NULL ORDER BY ended_at DESC LIMIT ?)",
+                (queue, recent)).fetchone()[0]
+            agents = db.execute(
+                "SELECT COUNT(*) FROM agents WHERE state != 'away' "
+                "AND EXISTS (SELECT 1 FROM json_each(agents.queues) WHERE value = ?)", (queue,)).fetchone()[0]
+            return QueuePosition(entry_id, queue, position, waiting, agents, R.estimate_wait_s(
+                position, agents, default_handling_s if handling_s is None else handling_s))
+
+        return await self._read(read)
+
+    async def list_waiting(self, queue: str | None = None) -> list[QueueEntry]:
+        return await self._read(lambda db: [self._entry(r) for r in db.execute(
+            f"SELECT {R.QUEUE_COLUMNS} FROM queue_entries WHERE state = 'waiting' AND (?1 IS NULL OR queue = ?1) "
+            "ORDER BY queue, priority DESC, enqueued_at, entry_id", (queue,))])
+
+    async def list_queue(self, queue: str | None = None, states: Iterable[str] | None = None,
+                         limit: int = 50) -> list[QueueEntry]:
+        R.check_limit(limit)
+        wanted = list(LIVE_QUEUE_STATES if states is None else states)
+        for state in wanted:
+            R.check_choice("queue state", state, QUEUE_STATES)
+        return await self._read(lambda db: [self._entry(r) for r in db.execute(
+            f"SELECT {R.QUEUE_COLUMNS} FROM queue_entries WHERE state IN (SELECT value FROM json_each(?1)) "
+            "AND (?2 IS NULL OR queue = ?2) ORDER BY enqueued_at, entry_id LIMIT ?3",
+            (json.dumps(wanted), queue, limit))])
+
+    async def take_next(self, agent: str, queues: Sequence[str]) -> QueueEntry | None:
+        now = self._now()
+        names = json.dumps(list(queues))
+
+        def write(db: sqlite3.Connection) -> QueueEntry | None:
+            # BEGIN IMMEDIATE holds the file's write lock from the read to the update: no other process between.
+            first = self._entry(db.execute(
+                f"SELECT {R.QUEUE_COLUMNS} FROM queue_entries WHERE state = 'waiting' "
+                "AND queue IN (SELECT value FROM json_each(?)) "
+                "ORDER BY priority DESC, enqueued_at, entry_id LIMIT 1", (names,)).fetchone())
+            if first is None:
+                return None
+            wait_s = (now - first.enqueued_at).total_seconds()
+            return self._queue_changed(db, self._entry(db.execute(
+                "UPDATE queue_entries SET state = 'connecting', agent = ?, wait_s = ? WHERE entry_id = ? "
+                f"RETURNING {R.QUEUE_COLUMNS}", (agent, wait_s, first.entry_id)).fetchone()))
+
+        return await self._write(write)
+
+    async def mark_connected(self, entry_id: int) -> QueueEntry | None:
+        now = self._now()
+
+        def change(entry: QueueEntry) -> tuple[str, tuple]:
+            return ("state = 'connected', connected_at = ?, wait_s = ?",
+                    (_ts(now), (now - entry.enqueued_at).total_seconds()))
+
+        return await self._transition(entry_id, ("connecting",), change)
+
+    async def requeue(self, entry_id: int) -> QueueEntry | None:
+        return await self._transition(entry_id, ("connecting",),
+                                      lambda e: ("state = 'waiting', agent = NULL, wait_s = NULL", ()))
+
+    async def leave_queue(self, entry_id: int, state: Literal["abandoned", "callback"]) -> QueueEntry | None:
+        R.check_choice("state", state, ("abandoned", "callback"))
+        now = self._now()
+        return await self._transition(entry_id, R.LEAVE_FROM, lambda e: (
+            "state = ?, ended_at = ?, wait_s = ?", (state, _ts(now), (now - e.enqueued_at).total_seconds())))
+
+    async def finish(self, entry_id: int, note: str = "") -> QueueEntry | None:
+        now = self._now()
+
+        def change(entry: QueueEntry) -> tuple[str, tuple]:
+            handled_s = (now - entry.connected_at).total_seconds() if entry.connected_at else None
+            return "state = 'done', ended_at = ?, handled_s = ?, note = ?", (_ts(now), handled_s, note)
+
+        return await self._transition(entry_id, ("connected",), change)
+
+    async def _transition(self, entry_id: int, before: Sequence[str],
+                          change: Callable[[QueueEntry], tuple[str, tuple]]) -> QueueEntry | None:
+        """Move an entry from one of ``before`` to what ``change`` sets, atomically; None if it was elsewhere."""
+
+        def write(db: sqlite3.Connection) -> QueueEntry | None:
+            entry = self._entry(db.execute(f"SELECT {R.QUEUE_COLUMNS} FROM queue_entries WHERE entry_id = ?",
+                                           (entry_id,)).fetchone())
+            if entry is None or entry.state not in before:
+                return None
+            assignments, params = change(entry)
+            return self._queue_changed(db, self._entry(db.execute(
+                f"UPDATE queue_entries SET {assignments} WHERE entry_id = ? RETURNING {R.QUEUE_COLUMNS}",
+                (*params, entry_id)).fetchone()))
+
+        return await self._write(write)
+
+    def _queue_changed(self, db: sqlite3.Connection, entry: QueueEntry) -> QueueEntry:
+        self._emit(db, QueueChange(entry.entry_id, entry.call_id, entry.queue, entry.state))
+        return entry
+
+    @staticmethod
+    def _entry(row: Sequence | None) -> Any:
+        return None if row is None else R.queue_entry(row, _time)
+
+    # ------------------------------------------------------------------ callbacks
+
+    async def request_callback(self, call_id: str, queue: str, number: str, note: str = "") -> Callback:
+        now = _ts(self._now())
+        return await self._callback_write(
+            "INSERT INTO callbacks (call_id, queue, number, note, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
+            f"RETURNING {R.CALLBACK_COLUMNS}", (call_id, queue, number, note, now, now))
+
+    async def get_callback(self, callback_id: int) -> Callback | None:
+        return await self._read(lambda db: self._callback(db.execute(
+            f"SELECT {R.CALLBACK_COLUMNS} FROM callbacks WHERE callback_id = ?", (callback_id,)).fetchone()))
+
+    async def list_callbacks(self, states: Iterable[CallbackState] | None = None, queue: str | None = None,
+                             limit: int = 50) -> list[Callback]:
+        R.check_limit(limit)
+        wanted = list(CALLBACK_STATES if states is None else states)
+        for state in wanted:
+            R.check_choice("callback state", state, CALLBACK_STATES)
+        return await self._read(lambda db: [self._callback(r) for r in db.execute(
+            f"SELECT {R.CALLBACK_COLUMNS} FROM callbacks WHERE state IN (SELECT value FROM json_each(?1)) "
+            "AND (?2 IS NULL OR queue = ?2) ORDER BY created_at, callback_id LIMIT ?3",
+            (json.dumps(wanted), queue, limit))])
+
+    async def claim_callback(self, callback_id: int, agent: str) -> Callback | None:
+        return await self._callback_write(
+            "UPDATE callbacks SET state = 'claimed', claimed_by = ?, updated_at = ? "
+            f"WHERE callback_id = ? AND state = 'open' RETURNING {R.CALLBACK_COLUMNS}",
+            (agent, _ts(self._now()), callback_id))
+
+    async def close_callback(self, callback_id: int, state: Literal["done", "failed"],
+                             note: str = "") -> Callback | None:
+        R.check_choice("state", state, ("done", "failed"))
+        return await self._callback_write(
+            "UPDATE callbacks SET state = ?, note = ?, updated_at = ? "
+            f"WHERE callback_id = ? AND state = 'claimed' RETURNING {R.CALLBACK_COLUMNS}",
+            (state, note, _ts(self._now()), callback_id))
+
+    async def _callback_write(self, sql: str, params: tuple) -> Any:
+        def write(db: sqlite3.Connection) -> Callback | None:
+            callback = self._callback(db.execute(sql, params).fetchone())
+            if callback is not None:
+                self._emit(db, CallbackChange(callback.callback_id, callback.queue, callback.state))
+            return callback
+
+        return await self._write(write)
+
+    @staticmethod
+    def _callback(row: Sequence | None) -> Any:
+        return None if row is None else R.callback(row, _time)
+
+    # ------------------------------------------------------------------ agents
+
+    async def save_agent(self, name: str, sip_uri: str, queues: Sequence[str]) -> Agent:
+        row = (name, sip_uri, json.dumps(list(queues)), _ts(self._now()))
+        return await self._agent_write(
+            "INSERT INTO agents (name, sip_uri, queues, state_since) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET sip_uri = excluded.sip_uri, queues = excluded.queues "
+            f"RETURNING {R.AGENT_COLUMNS}", row)
+
+    async def set_agent_state(self, name: str, state: AgentState) -> Agent | None:
+        R.check_choice("agent state", state, AGENT_STATES)
+        return await self._agent_write(
+            "UPDATE agents SET state = ?1, state_since = CASE WHEN state = ?1 THEN state_since ELSE ?2 END "
+            f"WHERE name = ?3 RETURNING {R.AGENT_COLUMNS}", (state, _ts(self._now()), name))
+
+    async def get_agent(self, name: str) -> Agent | None:
+        return await self._read(lambda db: self._agent(db.execute(
+            f"SELECT {R.AGENT_COLUMNS} FROM agents WHERE name = ?", (name,)).fetchone()))
+
+    async def list_agents(self, queue: str | None = None) -> list[Agent]:
+        return await self._read(lambda db: [self._agent(r) for r in db.execute(
+            f"SELECT {R.AGENT_COLUMNS} FROM agents WHERE ?1 IS NULL "
+            "OR EXISTS (SELECT 1 FROM json_each(agents.queues) WHERE value = ?1) ORDER BY name", (queue,))])
+
+    async def delete_agent(self, name: str) -> bool:
+        def write(db: sqlite3.Connection) -> bool:
+            gone = db.execute("DELETE FROM agents WHERE name = ?", (name,)).rowcount > 0
+            if gone:
+                self._emit(db, AgentChange(name, None))
+            return gone
+
+        return await self._write(write)
+
+    async def _agent_write(self, sql: str, params: tuple) -> Any:
+        def write(db: sqlite3.Connection) -> Agent | None:
+            agent = self._agent(db.execute(sql, params).fetchone())
+            if agent is not None:
+                self._emit(db, AgentChange(agent.name, agent.state))
+            return agent
+
+        return await self._write(write)
+
+    @staticmethod
+    def _agent(row: Sequence | None) -> Any:
+        return None if row is None else R.agent(row, _time, _queues)
+
+    # ------------------------------------------------------------------ users, tokens, sessions
+
+    async def add_user(self, user: User) -> User:
+        R.check_choice("role", user.role, ROLES)
+        row = (user.name, user.role, user.password_hash, _ts(user.created_at or self._now()), user.disabled)
+
+        def write(db: sqlite3.Connection) -> User:
+            try:
+                return R.user(db.execute(
+                    "INSERT INTO users (name, role, password_hash, created_at, disabled) VALUES (?, ?, ?, ?, ?) "
+                    f"RETURNING {R.USER_COLUMNS}", row).fetchone(), _time)
+            except sqlite3.IntegrityError:
+                raise StoreError(f"a user named {user.name!r} already exists") from None
+
+        return await self._write(write)
+
+    async def get_user(self, name: str) -> User | None:
+        row = await self._read(lambda db: db.execute(f"SELECT {R.USER_COLUMNS} FROM users WHERE name = ?",
+                                                     (name,)).fetchone())
+        return None if row is None else R.user(row, _time)
+
+    async def list_users(self) -> list[User]:
+        rows = await self._read(lambda db: db.execute(f"SELECT {R.USER_COLUMNS} FROM users ORDER BY name").fetchall())
+        return [R.user(r, _time) for r in rows]
+
+    async def set_password_hash(self, name: str, password_hash: str) -> bool:
+        return await self._write(lambda db: db.execute("UPDATE users SET password_hash = ? WHERE name = ?",
+                                                       (password_hash, name)).rowcount > 0)
+
+    async def set_user_disabled(self, name: str, disabled: bool) -> bool:
+        return await self._write(lambda db: db.execute("UPDATE users SET disabled = ? WHERE name = ?",
+                                                       (disabled, name)).rowcount > 0)
+
+    async def delete_user(self, name: str) -> bool:
+        return await self._write(lambda db: db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount > 0)
+
+    async def add_api_token(self, user: str, token_hash: str, label: str = "") -> ApiToken:
+        row = (token_hash, user, label, _ts(self._now()))
+
+        def write(db: sqlite3.Connection) -> ApiToken:
+            try:
+                return R.api_token(db.execute(
+                    "INSERT INTO api_tokens (token_hash, user_name, label, created_at) VALUES (?, ?, ?, ?) "
+                    f"RETURNING {R.TOKEN_COLUMNS}", row).fetchone(), _time)
+            except sqlite3.IntegrityError:
+                raise StoreError(f"no user {user!r}, or that token exists already") from None
+
+        return await self._write(write)
+
+    async def user_for_token(self, token_hash: str) -> User | None:
+        row = await self._read(lambda db: db.execute(
+            f"SELECT {', '.join('u.' + c for c in R.USER_COLUMNS.split(', '))} FROM api_tokens t "
+            "JOIN users u ON u.name = t.user_name WHERE t.token_hash = ? AND NOT u.disabled", (token_hash,)).fetchone())
+        return None if row is None else R.user(row, _time)
+
+    async def list_api_tokens(self, user: str) -> list[ApiToken]:
+        rows = await self._read(lambda db: db.execute(
+            f"SELECT {R.TOKEN_COLUMNS} FROM api_tokens WHERE user_name = ? ORDER BY created_at", (user,)).fetchall())
+        return [R.api_token(r, _time) for r in rows]
+
+    async def revoke_api_token(self, token_hash: str) -> bool:
+        return await self._write(lambda db: db.execute("DELETE FROM api_tokens WHERE token_hash = ?",
+                                                       (token_hash,)).rowcount > 0)
+
+    async def save_session(self, session: LoginSession) -> None:
+        row = (session.session_hash, session.user, session.csrf_token, _ts(session.created_at),
+               _ts(session.expires_at))
+
+        def write(db: sqlite3.Connection) -> None:
+            try:
+                db.execute("INSERT INTO sessions (session_hash, user_name, csrf_token, created_at, expires_at) "
+                           "VALUES (?, ?, ?, ?, ?) ON CONFLICT (session_hash) DO UPDATE SET "
+                           "csrf_token = excluded.csrf_token, expires_at = excluded.expires_at", row)
+            except sqlite3.IntegrityError:
+                raise StoreError(f"no user {session.user!r}") from None
+
+        await self._write(write)
+
+    async def get_session(self, session_hash: str) -> tuple[LoginSession, User] | None:
+        row = await self._read(lambda db: db.execute(
+            f"SELECT {', '.join('s.' + c for c in R.SESSION_COLUMNS.split(', '))}, "
+            f"{', '.join('u.' + c for c in R.USER_COLUMNS.split(', '))} FROM sessions s "
+            "JOIN users u ON u.name = s.user_name WHERE s.session_hash = ? AND s.expires_at > ? AND NOT u.disabled",
+            (session_hash, _ts(self._now()))).fetchone())
+        return None if row is None else (R.login_session(row[:5], _time), R.user(row[5:], _time))
+
+    async def delete_session(self, session_hash: str) -> bool:
+        return await self._write(lambda db: db.execute("DELETE FROM sessions WHERE session_hash = ?",
+                                                       (session_hash,)).rowcount > 0)
+
+    # ------------------------------------------------------------------ audit and retention
+
+    async def audit(self, user: str, action: str, call_id: str | None = None, detail: str = "") -> AuditEntry:
+        row = (_ts(self._now()), user, action, call_id, detail)
+        found = await self._write(lambda db: db.execute(
+            "INSERT INTO audit_log (at, user_name, action, call_id, detail) VALUES (?, ?, ?, ?, ?) "
+            f"RETURNING {R.AUDIT_COLUMNS}", row).fetchone())
+        return R.audit_entry(found, _time)
+
+    async def list_audit(self, call_id: str | None = None, limit: int = 50) -> list[AuditEntry]:
+        R.check_limit(limit)
+        rows = await self._read(lambda db: db.execute(
+            f"SELECT {R.AUDIT_COLUMNS} FROM audit_log WHERE ?1 IS NULL OR call_id = ?1 "
+            "ORDER BY at DESC, audit_id DESC LIMIT ?2", (call_id, limit)).fetchall())
+        return [R.audit_entry(r, _time) for r in rows]
+
+    async def apply_retention(self, days: float) -> RetentionReport:
+        if days <= 0:
+            raise ValueError(f"retention must be a positive number of days, not {days}")
+        now = self._now()
+        cutoff = now - timedelta(days=days)
+        call_cutoff, cutoff_ts = R.call_stamp(cutoff), _ts(cutoff)
+
+        def write(db: sqlite3.Connection) -> RetentionReport:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS expired (call_id TEXT PRIMARY KEY)")
+            db.execute("DELETE FROM expired")
+            db.execute(
+                "INSERT INTO expired SELECT call_id FROM calls c WHERE status != 'active' AND updated_at < ? AND "
+                "(caller_id != '' OR recording_path IS NOT NULL OR EXISTS (SELECT 1 FROM turns t WHERE "
+                "t.call_id = c.call_id) OR EXISTS (SELECT 1 FROM intakes i WHERE i.call_id = c.call_id))",
+                (call_cutoff,))
+            paths = tuple(p for (p,) in db.execute(
+                "SELECT recording_path FROM calls WHERE recording_path IS NOT NULL "
+                "AND call_id IN (SELECT call_id FROM expired) ORDER BY call_id"))
+            calls = db.execute("SELECT COUNT(*) FROM expired").fetchone()[0]
+            db.execute("DELETE FROM turns WHERE call_id IN (SELECT call_id FROM expired)")
+            intakes = db.execute("DELETE FROM intakes WHERE call_id IN (SELECT call_id FROM expired)").rowcount
+            db.execute("UPDATE calls SET caller_id = '', recording_path = NULL "
+                       "WHERE call_id IN (SELECT call_id FROM expired)")
+            db.execute("UPDATE queue_entries SET caller_id = '', note = '' WHERE ended_at < ? "
+                       "AND (caller_id != '' OR note != '')", (cutoff_ts,))
+            callbacks = db.execute("DELETE FROM callbacks WHERE state IN ('done', 'failed') AND updated_at < ?",
+                                   (cutoff_ts,)).rowcount
+            db.execute("DELETE FROM sessions WHERE expires_at <= ?", (_ts(now),))
+            db.execute("DELETE FROM expired")
+            return RetentionReport(calls, intakes, callbacks, paths)
+
+        report = await self._write(write)
+        log.info("retention (%g days): personal data of %d call(s), %d intake(s), %d callback(s) deleted",
+                 days, report.calls, report.intakes, report.callbacks)
+        return report
+
+    # ------------------------------------------------------------------ change feed
+
+    def changes(self) -> ChangeFeed:
+        return self._hub.feed()
+
+    def _emit(self, db: sqlite3.Connection, change: StoreChange) -> None:
+        """Log a change in the caller's transaction; the poller publishes it once committed."""
+        self._logged = True
+        seq = db.execute("INSERT INTO change_log (payload) VALUES (?)", (change_to_json(change),)).lastrowid
+        if seq % 100 == 0:
+            db.execute("DELETE FROM change_log WHERE seq <= ?", (seq - CHANGE_LOG_KEPT,))
+
+    async def _poll_changes(self) -> None:
+        """Publish change log rows past the last seen one: at once after this store's writes, else every poll."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+            self._wake.clear()
+            try:
+                rows = await self._run(lambda: self._db().execute(
+                    "SELECT seq, payload FROM change_log WHERE seq > ? ORDER BY seq", (self._seen_seq,)).fetchall())
+            except StoreError as e:
+                log.warning("change feed: %s", e)
+                continue
+            if rows and rows[0][0] > self._seen_seq + 1 and self._seen_seq:
+                self._hub.publish(ChangesMissed())
+            for seq, payload in rows:
+                self._seen_seq = seq
+                self._hub.publish(change_from_json(payload))
+
     # ------------------------------------------------------------------ on the store thread
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -275,6 +714,23 @@ class SqliteCallStore:
             raise StoreError(f"call store {self.path} is not open")
         return self._conn
 
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn`` in a write transaction; wakes the change feed after, in case it logged a change."""
+
+        def write() -> T:
+            with self._transaction() as db:
+                return fn(db)
+
+        try:
+            return await self._run(write)
+        finally:
+            if self._logged:
+                self._logged = False
+                self._wake.set()
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._run(lambda: fn(self._db()))
+
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         db = self._db()
@@ -287,7 +743,6 @@ class SqliteCallStore:
         db.execute("COMMIT")
 
     def _connect_and_migrate(self) -> int:
-        migrations = load_migrations(self.backend)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy_timeout_s)
@@ -300,30 +755,41 @@ class SqliteCallStore:
                 log.warning("call store %s: WAL journal not available here, using %s", self.path, mode)
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA foreign_keys = ON")
-            return self._migrate(db, migrations)
         except sqlite3.DatabaseError as e:
             raise StoreError(f"cannot open call store {self.path}: {e}") from None
+        return self._migrate()
 
-    def _migrate(self, db: sqlite3.Connection, migrations: list[Migration]) -> int:
-        db.execute("CREATE TABLE IF NOT EXISTS schema_version "
-                   "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
-        current = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
-        latest = migrations[-1].version if migrations else 0
-        if current > latest:
-            raise StoreError(f"call store {self.path} has schema version {current}, newer than this "
-                             f"voicebot knows ({latest}); upgrade voicebot")
-        for m in migrations[current:]:
-            # executescript commits on its own; the explicit BEGIN makes file + version row one transaction.
-            script = (f"BEGIN IMMEDIATE;\n{m.sql}\n;\nINSERT INTO schema_version (version, name, applied_at) "
-                      f"VALUES ({m.version}, '{m.name}', '{self._stamp()}');\nCOMMIT;")
-            try:
-                db.executescript(script)
-            except sqlite3.Error as e:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise StoreError(f"call store {self.path}: migration {m.version:04d}_{m.name} failed: {e}") from None
-            log.info("call store %s: applied migration %04d_%s", self.path, m.version, m.name)
-        return max(current, latest)
+    def _migrate(self) -> int:
+        """Alembic on its own connection, the whole upgrade one transaction under SQLite's write lock."""
+        from sqlalchemy import URL, create_engine, event
+        from sqlalchemy.exc import SQLAlchemyError
+        from sqlalchemy.pool import NullPool
+
+        from voicebot.storage.migrations import upgrade
+
+        engine = create_engine(URL.create("sqlite", database=str(self.path)), poolclass=NullPool,
+                               connect_args={"timeout": self._busy_timeout_s})
+
+        # pysqlite would commit before each DDL statement; take the transaction over (SQLAlchemy's recipe)
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        try:
+            with engine.connect() as connection, connection.begin():
+                before, after = upgrade(connection, self.backend, f"call store {self.path}")
+        except SQLAlchemyError as e:
+            raise StoreError(f"call store {self.path}: cannot bring the schema up to date: "
+                             f"{str(e.orig if hasattr(e, 'orig') else e).splitlines()[0]}") from None
+        finally:
+            engine.dispose()
+        if after != before:
+            log.info("call store %s: schema upgraded from version %d to %d", self.path, before, after)
+        return after
 
     def _close_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -333,34 +799,10 @@ class SqliteCallStore:
     # ------------------------------------------------------------------ helpers
 
     def _stamp(self) -> str:
-        return self._now().astimezone(timezone.utc).isoformat(timespec="milliseconds")
+        return R.call_stamp(self._now())
 
     def _intake_row(self, call_id: str, intake: IntakeForm) -> tuple:
         now = self._stamp()
         submitted_at = now if intake.status == "submitted" else None
         return (call_id, intake.form, intake.status, json.dumps(intake.fields, ensure_ascii=False), intake.reference,
                 now, now, submitted_at)
-
-
-def _check_limit(limit: int) -> None:
-    if not 1 <= limit <= MAX_LIST_LIMIT:
-        raise ValueError(f"limit must be from 1 to {MAX_LIST_LIMIT}, not {limit}")
-
-
-def _turn_row(call_id: str, seq: int, t: Turn) -> tuple:
-    return (call_id, seq, t.speaker, t.text, t.start_s, t.end_s, t.intent, t.confidence, int(t.interrupted),
-            int(t.counted))
-
-
-def _call_record(row: tuple, turns: list[tuple], intake: tuple | None) -> CallRecord:
-    (call_id, name, caller_id, engine, status, outcome, reason, queue, latency_ms, started_at, ended_at,
-     duration_s) = row
-    report = CallReport(
-        call=name, call_id=call_id, caller_id=caller_id, engine=engine, outcome=outcome or "abandoned",
-        transfer=Transfer(reason, queue) if reason else None,
-        intake=IntakeForm(intake[0], intake[1], json.loads(intake[2]), intake[3]) if intake else None,
-        turns=[Turn(t[0], t[1], t[2], t[3], t[4], t[5], bool(t[6]), bool(t[7])) for t in turns],
-        latency_ms=json.loads(latency_ms), started_at=started_at, ended_at=ended_at or "",
-        duration_s=duration_s or 0.0,
-    )
-    return CallRecord(report, status)
