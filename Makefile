@@ -11,9 +11,10 @@ STAMP   := $(VENV)/.installed
 # libportaudio2: the sound-card softphone; libsndfile1: WAV codecs;
 # baresip-core: the real SIP phone the SIP tests call the service with (baresip without its GUI front-ends);
 # sphinxtrain, sphinxbase-utils, pocketsphinx: adapting PocketSphinx's model (voicebot models adapt);
-# kamailio: the SIP front that spreads calls over the worker processes and keeps scanners out
+# kamailio: the SIP front that spreads calls over the worker processes and keeps scanners out;
+# postgresql: the server the store's tests start a throwaway cluster of (no system service is used)
 DEBS    := espeak-ng libespeak-ng1 sox libsox-fmt-base libportaudio2 libsndfile1 baresip-core \
-           sphinxtrain sphinxbase-utils pocketsphinx kamailio
+           sphinxtrain sphinxbase-utils pocketsphinx kamailio postgresql
 ADAPTED := models/pocketsphinx-en-us-adapted/means
 EXAMPLES := $(wildcard examples/calls/*.wav)
 

@@ -7,6 +7,9 @@ import logging
 
 import pytest
 
+# the store's backends (a real PostgreSQL cluster for the session) for every test directory
+from tests.store_backends import pg_cluster, pg_url, store_url  # noqa: F401
+
 #: a callback holding the loop longer than this is a blocking call that belongs in an executor
 SLOW_CALLBACK_S = 0.3
 

@@ -71,6 +71,17 @@ class RecordingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreSettings:
+    #: the database: empty for the SQLite file in data_dir; sqlite:///PATH for another file;
+    #: postgresql://USER:PASSWORD@HOST[:PORT]/DB when several service processes share one queue
+    url: str = ""
+
+
+#: the database URL forms [store] url accepts
+STORE_URL_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     scenario: Path = PROJECT_ROOT / "scenarios" / "benefits.toml"
     data_dir: Path = PROJECT_ROOT / "data"
@@ -81,6 +92,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     sip: SipSettings = field(default_factory=SipSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
 
     @property
     def recordings_dir(self) -> Path:
@@ -110,6 +122,7 @@ _ENV = {
     "VOICEBOT_SIP_PORT": ("sip", "port"),
     "VOICEBOT_SIP_PUBLIC_ADDRESS": ("sip", "public_address"),
     "VOICEBOT_RECORDING": ("recording", "enabled"),
+    "VOICEBOT_DATABASE_URL": ("store", "url"),
 }
 
 
@@ -138,6 +151,9 @@ def load_settings(config_file: Path | None = None, env: Mapping[str, str] | None
         raise ConfigError(f"asr engine must be auto, vosk or pocketsphinx, not {settings.asr.engine!r}")
     if not 0 <= settings.http.port <= 65535:
         raise ConfigError(f"http port must be 0-65535, not {settings.http.port}")
+    if settings.store.url and not settings.store.url.startswith(STORE_URL_SCHEMES):
+        raise ConfigError(f"store url must start with {', '.join(STORE_URL_SCHEMES)} (or be empty for the SQLite "
+                          f"file in the data directory), not {settings.store.url.split('://')[0]!r}")
     try:
         settings.sip.check()
     except VoicebotError as e:

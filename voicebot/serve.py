@@ -24,7 +24,7 @@ from typing import Any, Callable
 from voicebot.config import Settings
 from voicebot.metrics import CallMetrics
 from voicebot.shutdown import ShutdownSignals
-from voicebot.storage import default_store
+from voicebot.storage import open_store
 from voicebot.storage.base import CallStore
 from voicebot.web import run_http
 from voicebot.web.api import make_app
@@ -49,8 +49,7 @@ async def run_service(settings: Settings, *, on_ready: Callable[[ServiceInfo], N
     with contextlib.ExitStack() as stack:
         if shutdown is None:
             shutdown = stack.enter_context(ShutdownSignals())
-        store = default_store(settings.data_dir)
-        async with store:
+        async with open_store(settings) as store:
             if settings.sip.worker_count == 0:
                 await _serve_in_process(settings, store, shutdown, on_ready)
             else:

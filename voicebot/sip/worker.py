@@ -26,7 +26,7 @@ from voicebot.errors import VoicebotError
 from voicebot.metrics import CallMetrics
 from voicebot.sip.pool import READY, WorkerSpec, decode_spec
 from voicebot.sip.service import open_sip_service
-from voicebot.storage import SQLITE_FILE, SqliteCallStore
+from voicebot.storage import open_store
 from voicebot.storage.recorder import StoreRecorder
 
 log = logging.getLogger("voicebot.sip.worker")
@@ -73,7 +73,7 @@ async def _serve(spec: WorkerSpec) -> None:
     async with Commands() as commands:
         # The service opened the store first and recovered calls a crash left open: not again here,
         # or this worker would mark its siblings' calls as interrupted.
-        async with SqliteCallStore(settings.data_dir / SQLITE_FILE, recover=False) as store:
+        async with open_store(settings, recover=False) as store:
             async with open_runtime(settings, StoreRecorder(store, CallMetrics())) as runtime:
                 recordings = settings.recordings_dir if settings.recording.enabled else None
                 async with open_sip_service(runtime, settings.sip, recordings_dir=recordings) as service:

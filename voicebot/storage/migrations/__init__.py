@@ -53,6 +53,17 @@ def _script(backend: str) -> Any:
     return ScriptDirectory(str(HERE), version_locations=[str(HERE / backend)])
 
 
+def preload(backend: str) -> None:
+    """Import Alembic, SQLAlchemy and the scripts (a good part of a second, the first time): call it in a
+    thread before an upgrade that runs on the event loop, so the loop is not held that long."""
+    import alembic.migration  # noqa: F401
+    import alembic.operations  # noqa: F401
+    import sqlalchemy.dialects.postgresql.asyncpg  # noqa: F401
+    import sqlalchemy.ext.asyncio  # noqa: F401
+
+    versions(backend)
+
+
 def latest_version(backend: str) -> int:
     """The schema version this voicebot brings a ``backend`` database to."""
     return int(_script(backend).get_current_head())
