@@ -136,11 +136,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def make_store(url: str, **options: Any) -> CallStore:
-    """A store on ``url`` (not opened), with backend options such as ``now=`` or ``recover=``."""
+    """A store on ``url`` (not opened), with options such as ``now=`` or ``recover=``; SQLite's
+    ``poll_interval_s`` is dropped for PostgreSQL, which is told of changes instead."""
     if url.startswith("sqlite:///"):
         return SqliteCallStore(Path(url[len("sqlite:///"):]), **options)
     from voicebot.storage.postgres import PostgresCallStore
 
+    options.pop("poll_interval_s", None)
     return PostgresCallStore(url, **options)
 
 

@@ -2,6 +2,10 @@
 
 Backends publish what they learn (PostgreSQL through LISTEN, SQLite from its
 change log) to a ``ChangeHub``; each ``ChangeFeed`` has its own bounded queue.
+A feed never delivers this store's own changes made before the feed was (a
+backend numbers its changes for that); another process's change committed just
+before may still arrive, so a reader loads the state after subscribing and
+takes changes as cues to refresh.
 A reader that falls too far behind gets ``ChangesMissed`` instead of an
 ever-growing backlog, and reloads.
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from typing import Container
 
 from voicebot.storage.records import ChangesMissed, StoreChange
 
@@ -23,8 +28,9 @@ class ChangeFeed:
     Also an async context manager (and ``aclose()``) to stop receiving.
     """
 
-    def __init__(self, hub: "ChangeHub") -> None:
+    def __init__(self, hub: "ChangeHub", skip: Container[int] = ()) -> None:
         self._hub = hub
+        self._skip = skip
         self._queue: asyncio.Queue[StoreChange | None] = asyncio.Queue(FEED_BACKLOG)
         hub._feeds.add(self)
 
@@ -46,7 +52,9 @@ class ChangeFeed:
     async def aclose(self) -> None:
         self._hub._feeds.discard(self)
 
-    def _put(self, change: StoreChange | None) -> None:
+    def _put(self, change: StoreChange | None, seq: int | None = None) -> None:
+        if seq is not None and seq in self._skip:
+            return
         try:
             self._queue.put_nowait(change)
         except asyncio.QueueFull:
@@ -61,12 +69,14 @@ class ChangeHub:
     def __init__(self) -> None:
         self._feeds: weakref.WeakSet[ChangeFeed] = weakref.WeakSet()
 
-    def feed(self) -> ChangeFeed:
-        return ChangeFeed(self)
+    def feed(self, skip: Container[int] = ()) -> ChangeFeed:
+        """A new reader; it drops the changes numbered in ``skip`` (committed before it, delivered late)."""
+        return ChangeFeed(self, skip)
 
-    def publish(self, change: StoreChange) -> None:
+    def publish(self, change: StoreChange, seq: int | None = None) -> None:
+        """``seq``: the change's number, where the backend numbers them."""
         for feed in list(self._feeds):
-            feed._put(change)
+            feed._put(change, seq)
 
     def close(self) -> None:
         """End every feed's iteration (the store is closing)."""

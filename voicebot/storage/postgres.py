@@ -17,7 +17,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from datetime import datetime, timedelta
+import uuid
+from datetime import datetime
 from typing import Any, AsyncIterator, Callable, Iterable, Literal, Mapping, Sequence
 
 import asyncpg
@@ -98,7 +99,7 @@ def safe_url(url: str) -> str:
     return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
-class PostgresCallStore:
+class PostgresCallStore(R.StoreBase):
     backend = "postgres"
 
     def __init__(self, url: str, *, recover: bool = True, now: Callable[[], datetime] = R.utc_now,
@@ -112,15 +113,17 @@ class PostgresCallStore:
         self._pool: asyncpg.Pool | None = None
         self._hub = ChangeHub()
         self._listener: asyncio.Task | None = None
+        #: names this store's own notifications, which are numbered by ``_sent``
+        self._origin = uuid.uuid4().hex
+        self._sent = 0
+        #: numbers of changes in transactions still open, per connection
+        self._emitted: dict[asyncpg.Connection, list[int]] = {}
+        #: numbers of this store's committed changes whose notification has not come back yet
+        self._unheard: set[int] = set()
+        #: numbers of this store's changes heard before their commit returned
+        self._early: set[int] = set()
         #: the schema version after open()
         self.schema_version = 0
-
-    async def __aenter__(self) -> "PostgresCallStore":
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     # ------------------------------------------------------------------ lifetime
 
@@ -253,10 +256,7 @@ class PostgresCallStore:
                 "duration_s = (SELECT COALESCE(MAX(end_s), 0) FROM turns WHERE turns.call_id = calls.call_id) "
                 "WHERE status = 'active' RETURNING call_id")
         call_ids = [r[0] for r in rows]
-        if call_ids:
-            log.warning("%d call(s) left open by an earlier crash marked interrupted: %s",
-                        len(call_ids), ", ".join(call_ids))
-        return len(call_ids)
+        return R.log_recovered(call_ids)
 
     async def set_recording(self, call_id: str, path: str) -> None:
         async with self._transaction() as db:
@@ -350,9 +350,7 @@ class PostgresCallStore:
     async def list_queue(self, queue: str | None = None, states: Iterable[str] | None = None,
                          limit: int = 50) -> list[QueueEntry]:
         R.check_limit(limit)
-        wanted = list(LIVE_QUEUE_STATES if states is None else states)
-        for state in wanted:
-            R.check_choice("queue state", state, QUEUE_STATES)
+        wanted = R.wanted_states("queue state", states, LIVE_QUEUE_STATES, QUEUE_STATES)
         async with self._connection() as db:
             rows = await db.fetch(
                 f"SELECT {R.QUEUE_COLUMNS} FROM queue_entries WHERE state = ANY($1::text[]) "
@@ -423,9 +421,7 @@ class PostgresCallStore:
     async def list_callbacks(self, states: Iterable[CallbackState] | None = None, queue: str | None = None,
                              limit: int = 50) -> list[Callback]:
         R.check_limit(limit)
-        wanted = list(CALLBACK_STATES if states is None else states)
-        for state in wanted:
-            R.check_choice("callback state", state, CALLBACK_STATES)
+        wanted = R.wanted_states("callback state", states, CALLBACK_STATES, CALLBACK_STATES)
         async with self._connection() as db:
             rows = await db.fetch(
                 f"SELECT {R.CALLBACK_COLUMNS} FROM callbacks WHERE state = ANY($1::text[]) "
@@ -600,10 +596,8 @@ class PostgresCallStore:
         return [R.audit_entry(r, _time) for r in rows]
 
     async def apply_retention(self, days: float) -> RetentionReport:
-        if days <= 0:
-            raise ValueError(f"retention must be a positive number of days, not {days}")
         now = self._now()
-        cutoff = now - timedelta(days=days)
+        cutoff = R.retention_cutoff(days, now)
         async with self._transaction() as db:
             expired = await db.fetch(
                 "SELECT call_id, recording_path FROM calls c WHERE status != 'active' AND updated_at < $1 AND "
@@ -621,28 +615,37 @@ class PostgresCallStore:
             callbacks = await db.fetchval("WITH gone AS (DELETE FROM callbacks WHERE state IN ('done', 'failed') "
                                           "AND updated_at < $1 RETURNING 1) SELECT COUNT(*) FROM gone", cutoff)
             await db.execute("DELETE FROM sessions WHERE expires_at <= $1", now)
-        report = RetentionReport(len(call_ids), intakes, callbacks,
-                                 tuple(r[1] for r in expired if r[1] is not None))
-        log.info("retention (%g days): personal data of %d call(s), %d intake(s), %d callback(s) deleted",
-                 days, report.calls, report.intakes, report.callbacks)
-        return report
+        return R.log_retention(days, RetentionReport(len(call_ids), intakes, callbacks,
+                                                     tuple(r[1] for r in expired if r[1] is not None)))
 
     # ------------------------------------------------------------------ change feed
 
     def changes(self) -> ChangeFeed:
-        return self._hub.feed()
+        # not this store's own changes committed before now whose notifications are still on their way
+        return self._hub.feed(skip=frozenset(self._unheard))
 
     async def _emit(self, db: asyncpg.Connection, change: StoreChange) -> None:
-        """NOTIFY in the caller's transaction: delivered to every listener (this process's too) on commit."""
-        await db.execute("SELECT pg_notify($1, $2)", CHANNEL, change_to_json(change))
+        """NOTIFY in the caller's transaction: delivered to every listener (this process's too) on commit.
+        The payload is "<store id>:<its change number>:<change JSON>"."""
+        self._sent += 1
+        self._emitted.setdefault(db, []).append(self._sent)
+        await db.execute("SELECT pg_notify($1, $2)", CHANNEL, f"{self._origin}:{self._sent}:{change_to_json(change)}")
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         try:
-            change = change_from_json(payload)
+            origin, number, text = payload.split(":", 2)
+            change = change_from_json(text)
         except (ValueError, KeyError, TypeError):
             log.warning("change feed: ignoring a notification that is not a change: %.80r", payload)
             return
-        self._hub.publish(change)
+        seq = None
+        if origin == self._origin:
+            seq = int(number)
+            if seq in self._unheard:
+                self._unheard.discard(seq)
+            else:  # heard before its transaction's commit returned here
+                self._early.add(seq)
+        self._hub.publish(change, seq)
 
     async def _listen(self, listening: asyncio.Future) -> None:
         """Hold a LISTEN connection; when it is lost, tell readers they may have missed changes and get it back."""
@@ -663,6 +666,8 @@ class PostgresCallStore:
             conn.add_termination_listener(lambda _c: lost.set())
             try:
                 await conn.add_listener(CHANNEL, self._on_notify)
+                self._unheard.clear()  # what was sent while nobody listened is not coming
+                self._early.clear()
                 if listening.done():
                     log.warning("change feed: listening to %s again", self.where)
                     self._hub.publish(ChangesMissed())
@@ -693,8 +698,17 @@ class PostgresCallStore:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._connection() as db, db.transaction():
-            yield db
+        async with self._connection() as db:
+            try:
+                async with db.transaction():
+                    yield db
+                for seq in self._emitted.get(db, ()):
+                    if seq in self._early:
+                        self._early.discard(seq)
+                    else:
+                        self._unheard.add(seq)
+            finally:
+                self._emitted.pop(db, None)
 
     async def _changed(self, sql: str, *params: Any) -> bool:
         """Run one write; whether it touched a row."""

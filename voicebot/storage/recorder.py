@@ -36,6 +36,11 @@ class StoreRecorder:
         self._metrics = metrics
         self._calls: dict[str, _Written] = {}
 
+    @property
+    def metrics(self) -> CallMetrics | None:
+        """Where this recorder's calls are counted; the SIP service adds its media figures there."""
+        return self._metrics
+
     async def call_started(self, report: CallReport) -> None:
         self._calls[report.call_id] = _Written()
         if self._metrics is not None:

@@ -1,17 +1,21 @@
-"""Rows to records, the same for every backend (each passes its own way of reading a time)."""
+"""What the backends share: rows to records (each passes its own way of reading a time), checks, logging."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from typing import Any, Callable, Sequence
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable, Self, Sequence
 
 from voicebot.calls.report import CallReport, Turn
 from voicebot.events import IntakeForm, Transfer
 from voicebot.storage.base import MAX_LIST_LIMIT, CallRecord
+from voicebot.storage.feed import ChangeFeed, ChangeHub
 from voicebot.storage.records import (
-    Agent, ApiToken, AuditEntry, Callback, LoginSession, QueueEntry, QueueState, User,
+    Agent, ApiToken, AuditEntry, Callback, LoginSession, QueueEntry, QueueState, RetentionReport, User,
 )
+
+log = logging.getLogger("voicebot.storage")
 
 #: a time column as the backend returns it -> an aware UTC datetime (or None)
 TimeReader = Callable[[Any], "datetime | None"]
@@ -109,3 +113,53 @@ def estimate_wait_s(position: int, agents: int, handling_s: float) -> float | No
     if agents <= 0:
         return None
     return position * handling_s / agents
+
+
+def wanted_states(what: str, states: Iterable[str] | None, default: Sequence[str],
+                  allowed: Sequence[str]) -> list[str]:
+    """The states a listing asks for (``default`` when None), each checked."""
+    wanted = list(default if states is None else states)
+    for state in wanted:
+        check_choice(what, state, allowed)
+    return wanted
+
+
+def retention_cutoff(days: float, now: datetime) -> datetime:
+    if days <= 0:
+        raise ValueError(f"retention must be a positive number of days, not {days}")
+    return now - timedelta(days=days)
+
+
+def log_retention(days: float, report: RetentionReport) -> RetentionReport:
+    log.info("retention (%g days): personal data of %d call(s), %d intake(s), %d callback(s) deleted",
+             days, report.calls, report.intakes, report.callbacks)
+    return report
+
+
+def log_recovered(call_ids: Sequence[str]) -> int:
+    if call_ids:
+        log.warning("%d call(s) left open by an earlier crash marked interrupted: %s",
+                    len(call_ids), ", ".join(call_ids))
+    return len(call_ids)
+
+
+class StoreBase:
+    """What every backend does alike: ``async with`` opens and closes, ``changes()`` reads its hub."""
+
+    _hub: ChangeHub
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def changes(self) -> ChangeFeed:
+        return self._hub.feed()

@@ -20,7 +20,7 @@ import json
 import logging
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
 
@@ -79,7 +79,7 @@ def _queues(value: str) -> list[str]:
     return json.loads(value)
 
 
-class SqliteCallStore:
+class SqliteCallStore(R.StoreBase):
     backend = "sqlite"
 
     def __init__(self, path: Path, *, recover: bool = True, busy_timeout_s: float = 5.0,
@@ -98,15 +98,10 @@ class SqliteCallStore:
         self._seen_seq = 0
         #: a write logged a change (set on the store thread, read on the loop after it)
         self._logged = False
+        #: the last change log row this store wrote
+        self._written_seq = 0
         #: the schema version after open()
         self.schema_version = 0
-
-    async def __aenter__(self) -> "SqliteCallStore":
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     # ------------------------------------------------------------------ lifetime
 
@@ -235,10 +230,7 @@ class SqliteCallStore:
             return [r[0] for r in rows]
 
         call_ids = await self._run(mark)
-        if call_ids:
-            log.warning("%d call(s) left open by an earlier crash marked interrupted: %s",
-                        len(call_ids), ", ".join(call_ids))
-        return len(call_ids)
+        return R.log_recovered(call_ids)
 
     # ------------------------------------------------------------------ reads
 
@@ -352,9 +344,7 @@ class SqliteCallStore:
     async def list_queue(self, queue: str | None = None, states: Iterable[str] | None = None,
                          limit: int = 50) -> list[QueueEntry]:
         R.check_limit(limit)
-        wanted = list(LIVE_QUEUE_STATES if states is None else states)
-        for state in wanted:
-            R.check_choice("queue state", state, QUEUE_STATES)
+        wanted = R.wanted_states("queue state", states, LIVE_QUEUE_STATES, QUEUE_STATES)
         return await self._read(lambda db: [self._entry(r) for r in db.execute(
             f"SELECT {R.QUEUE_COLUMNS} FROM queue_entries WHERE state IN (SELECT value FROM json_each(?1)) "
             "AND (?2 IS NULL OR queue = ?2) ORDER BY enqueued_at, entry_id LIMIT ?3",
@@ -446,9 +436,7 @@ class SqliteCallStore:
     async def list_callbacks(self, states: Iterable[CallbackState] | None = None, queue: str | None = None,
                              limit: int = 50) -> list[Callback]:
         R.check_limit(limit)
-        wanted = list(CALLBACK_STATES if states is None else states)
-        for state in wanted:
-            R.check_choice("callback state", state, CALLBACK_STATES)
+        wanted = R.wanted_states("callback state", states, CALLBACK_STATES, CALLBACK_STATES)
         return await self._read(lambda db: [self._callback(r) for r in db.execute(
             f"SELECT {R.CALLBACK_COLUMNS} FROM callbacks WHERE state IN (SELECT value FROM json_each(?1)) "
             "AND (?2 IS NULL OR queue = ?2) ORDER BY created_at, callback_id LIMIT ?3",
@@ -634,10 +622,8 @@ class SqliteCallStore:
         return [R.audit_entry(r, _time) for r in rows]
 
     async def apply_retention(self, days: float) -> RetentionReport:
-        if days <= 0:
-            raise ValueError(f"retention must be a positive number of days, not {days}")
         now = self._now()
-        cutoff = now - timedelta(days=days)
+        cutoff = R.retention_cutoff(days, now)
         call_cutoff, cutoff_ts = R.call_stamp(cutoff), _ts(cutoff)
 
         def write(db: sqlite3.Connection) -> RetentionReport:
@@ -664,20 +650,19 @@ class SqliteCallStore:
             db.execute("DELETE FROM expired")
             return RetentionReport(calls, intakes, callbacks, paths)
 
-        report = await self._write(write)
-        log.info("retention (%g days): personal data of %d call(s), %d intake(s), %d callback(s) deleted",
-                 days, report.calls, report.intakes, report.callbacks)
-        return report
+        return R.log_retention(days, await self._write(write))
 
     # ------------------------------------------------------------------ change feed
 
     def changes(self) -> ChangeFeed:
-        return self._hub.feed()
+        # not this store's own changes logged before now, which the poller may not have read yet
+        # (SQLite commits one writer at a time, so the numbers of committed changes run in order)
+        return self._hub.feed(skip=range(max(self._seen_seq, self._written_seq) + 1))
 
     def _emit(self, db: sqlite3.Connection, change: StoreChange) -> None:
         """Log a change in the caller's transaction; the poller publishes it once committed."""
         self._logged = True
-        seq = db.execute("INSERT INTO change_log (payload) VALUES (?)", (change_to_json(change),)).lastrowid
+        seq = self._written_seq = db.execute("INSERT INTO change_log (payload) VALUES (?)", (change_to_json(change),)).lastrowid
         if seq % 100 == 0:
             db.execute("DELETE FROM change_log WHERE seq <= ?", (seq - CHANGE_LOG_KEPT,))
 
@@ -685,7 +670,8 @@ class SqliteCallStore:
         """Publish change log rows past the last seen one: at once after this store's writes, else every poll."""
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+                async with asyncio.timeout(self._poll_interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 rows = await self._run(lambda: self._db().execute(
@@ -697,7 +683,7 @@ class SqliteCallStore:
                 self._hub.publish(ChangesMissed())
             for seq, payload in rows:
                 self._seen_seq = seq
-                self._hub.publish(change_from_json(payload))
+                self._hub.publish(change_from_json(payload), seq)
 
     # ------------------------------------------------------------------ on the store thread
 
