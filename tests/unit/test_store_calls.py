@@ -314,3 +314,23 @@ async def test_recorder_logs_never_show_a_whole_personal_id(store, caplog):
         await recorder.call_ended(r)
     assert "131052-***T" in caplog.text
     assert PID not in caplog.text
+
+
+def test_the_store_url_in_the_settings_chooses_the_backend(tmp_path):
+    from voicebot.config import ConfigError, load_settings
+    from voicebot.storage import SqliteCallStore, open_store
+    from voicebot.storage.postgres import PostgresCallStore
+
+    config = tmp_path / "voicebot.toml"
+    config.write_text('[store]\nurl = "postgresql://vb:secret@db.example.org/voicebot"\n')
+    default = open_store(load_settings(env={"VOICEBOT_DATA_DIR": str(tmp_path / "data")}))
+    assert isinstance(default, SqliteCallStore) and default.path == tmp_path / "data" / "voicebot.sqlite3"
+    other_file = open_store(load_settings(env={"VOICEBOT_DATABASE_URL": f"sqlite:///{tmp_path}/other.db"}))
+    assert isinstance(other_file, SqliteCallStore) and other_file.path == tmp_path / "other.db"
+    shared = open_store(load_settings(config, env={}))
+    assert isinstance(shared, PostgresCallStore)
+    assert "secret" not in shared.where and "db.example.org/voicebot" in shared.where
+    from_env = open_store(load_settings(config, env={"VOICEBOT_DATABASE_URL": "postgres://vb@other/db"}))
+    assert isinstance(from_env, PostgresCallStore) and "other/db" in from_env.where
+    with pytest.raises(ConfigError, match="store url must start with"):
+        load_settings(env={"VOICEBOT_DATABASE_URL": "mysql://vb@db/voicebot"})
