@@ -151,9 +151,32 @@ class ServiceClosing:
     at_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class QueueUpdate:
+    """Where a caller waiting for a person stands, asked of the queue when the policy's QueueTimer ran out.
+
+    ``position`` 1 is next; ``estimated_wait_s`` is None when no agent serves the queue;
+    ``waited_s`` counts from joining the queue, on the session clock.
+    """
+
+    position: int
+    estimated_wait_s: float | None
+    waited_s: float
+    at_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReady:
+    """An agent took the waiting caller: connect the call to ``sip_uri``."""
+
+    agent: str
+    sip_uri: str
+    at_s: float
+
+
 CallerEvent = Union[
     CallStarted, SpeechStarted, Utterance, DtmfKey, DtmfTimeout, NoInput, PromptPlayed, IntakeSubmitted, CallerHungUp,
-    ServiceClosing,
+    ServiceClosing, QueueUpdate, AgentReady,
 ]
 
 
@@ -235,4 +258,55 @@ class EndCall:
     outcome: Outcome
 
 
-Action = Union[Say, Listen, RecognizedIntent, SaveIntake, SubmitIntake, Transfer, EndCall]
+@dataclass(frozen=True, slots=True)
+class EnterQueue:
+    """Put the transferred call in line for a person (follows its Transfer).
+
+    A session without a queue hands the call over at the Transfer and ignores this;
+    one with a queue answers with a first QueueUpdate (or AgentReady). Higher
+    ``priority`` is served first.
+    """
+
+    queue: str
+    reason: TransferReason
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueTimer:
+    """Ask the queue where the caller stands ``after_s`` from now (replaces a pending ask)."""
+
+    after_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PlayHold:
+    """Play the hold loop whenever no prompt is playing, until caller speech or a key cuts it."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveQueue:
+    """The caller left the line before reaching a person (hung up, or said goodbye)."""
+
+    waited_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCallback:
+    """Store a callback to ``number`` (digits, optional leading '+') and take the caller out of the queue."""
+
+    number: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectAgent:
+    """Hand the caller to the agent at ``sip_uri`` once the queued prompts have played."""
+
+    agent: str
+    sip_uri: str
+
+
+Action = Union[
+    Say, Listen, RecognizedIntent, SaveIntake, SubmitIntake, Transfer, EndCall, EnterQueue, QueueTimer, PlayHold,
+    LeaveQueue, RequestCallback, ConnectAgent,
+]

@@ -24,6 +24,7 @@ from voicebot.dialogue.validators import (
     validate_household_size,
     validate_monthly_rent,
     validate_personal_id,
+    validate_phone_number,
     validate_postal_code,
 )
 
@@ -355,6 +356,42 @@ def parse_household_size(text: str) -> Parsed[int] | Invalid | None:
     return None
 
 
+# --------------------------------------------------------------------------- callbacks
+
+_PHONE_FILLERS = _HESITATIONS | frozenset(
+    "my the phone mobile cell telephone home work number is it's its it that's you can call me on at "
+    "reach".split()
+)
+_PLUS_WORDS = frozenset({"plus", "+"})
+
+
+def parse_phone_number(text: str) -> Parsed[str] | Invalid | None:
+    """A phone number said digit by digit, maybe with a leading "plus" and in digit groups.
+
+    "oh four oh, one two three, four five six seven" -> Parsed("0401234567");
+    "plus three five eight four oh ..." -> Parsed("+358 40...") without spaces.
+    """
+    words = _tokens(text)
+    plus = next((i for i, word in enumerate(words) if word in _PLUS_WORDS), None)
+    if plus is not None:
+        if any(word not in _PHONE_FILLERS for word in words[:plus]):
+            return None
+        words = words[plus + 1:]
+    symbols = _symbols(" ".join(words), letters=False, fillers=_PHONE_FILLERS)
+    if not symbols:
+        return None
+    return validate_phone_number(("+" if plus is not None else "") + "".join(symbols))
+
+
+_CALLBACK_PHRASES = re.compile(
+    r"\b(call ?back|call me( back| later)?|ring me( back)?|phone me( back)?|call (me )?again later)\b")
+
+
+def parse_callback_request(text: str) -> bool:
+    """Whether the caller asks to be called back ("call me back", "a callback please")."""
+    return _CALLBACK_PHRASES.search(" ".join(_tokens(text))) is not None
+
+
 # --------------------------------------------------------------------------- confirmation and corrections
 
 _YES_INTERJECTIONS = frozenset({"yes", "yeah", "yep", "yup", "yea", "ya", "yah", "aye"})
@@ -435,6 +472,19 @@ def is_complete(kind: str, partial_text: str) -> bool:
 def speak_digits(digits: str) -> str:
     """ "00180" -> "0 0 1 8 0", so the TTS reads digits, not a number."""
     return " ".join(digits)
+
+
+def speak_phone_number(number: str) -> str:
+    """ "+358401234567" -> "plus, 3 5 8, 4 0 1, 2 3 4, 5 6 7": digit groups the TTS pauses between.
+
+    Groups of three, the last one taking a lone digit left over.
+    """
+    digits = number.lstrip("+")
+    groups = [digits[i:i + 3] for i in range(0, len(digits), 3)]
+    if len(groups) > 1 and len(groups[-1]) == 1:
+        groups[-2:] = [groups[-2] + groups[-1]]
+    spoken = ", ".join(speak_digits(g) for g in groups)
+    return f"plus, {spoken}" if number.startswith("+") else spoken
 
 
 def speak_code(code: str) -> str:

@@ -160,6 +160,32 @@ def validate_household_size(people: int) -> Parsed[int] | Invalid:
     return Parsed(people)
 
 
+# --------------------------------------------------------------------------- phone numbers (callbacks)
+
+#: digits a phone number to call back may have (E.164 allows 15; short national numbers exist)
+PHONE_DIGITS_RANGE = (5, 15)
+_CALLER_ID_PUNCTUATION = str.maketrans("", "", " -().")
+
+
+def validate_phone_number(number: str) -> Parsed[str] | Invalid:
+    """Digits with an optional leading '+': "+358401234567" or "0401234567"."""
+    digits = number[1:] if number.startswith("+") else number
+    if not digits:
+        return Invalid("no_digits", "I did not get any digits")
+    if not (digits.isascii() and digits.isdigit()):
+        return Invalid("format", "a phone number has only digits")
+    low, high = PHONE_DIGITS_RANGE
+    if not low <= len(digits) <= high:
+        return Invalid("length", f"I got {len(digits)} digits, but a phone number has {low} to {high}")
+    return Parsed(number)
+
+
+def phone_number_of_caller_id(caller_id: str) -> str | None:
+    """The caller ID as a number to call back, or None when it is none ("anonymous", a SIP name)."""
+    result = validate_phone_number(caller_id.strip().translate(_CALLER_ID_PUNCTUATION))
+    return result.value if isinstance(result, Parsed) else None
+
+
 # --------------------------------------------------------------------------- DTMF
 
 
