@@ -37,6 +37,8 @@ class CallMetrics:
                                   buckets=LATENCY_BUCKETS_S, registry=r)
         self._asr = Histogram("voicebot_asr_decode_seconds", "Time spent in one recognizer decode",
                               buckets=ASR_BUCKETS_S, registry=r)
+        self._underruns = Counter("voicebot_audio_underruns", "Bot audio frames sent late while a prompt played"
+                                  " (gaps the caller hears)", registry=r)
         # Every known label shows up as 0 before it first happens.
         for outcome in get_args(Outcome):
             self._calls.labels(outcome)
@@ -57,6 +59,11 @@ class CallMetrics:
 
     def asr_decode(self, seconds: float) -> None:
         self._asr.observe(seconds)
+
+    def audio_underruns(self, frames: int) -> None:
+        """A call's late bot frames, counted when it ends (so a load test can read them from /metrics)."""
+        if frames > 0:
+            self._underruns.inc(frames)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric (of every worker process, in multiprocess mode)."""

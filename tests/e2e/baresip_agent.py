@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import re
 import signal
 import shutil
 import socket
@@ -128,6 +129,19 @@ class BaresipAgent:
     @property
     def uri(self) -> str:
         return f"sip:{self.user}@127.0.0.1:{self.sip_port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The baresip process, while it runs (a load test counts the CPU its phones use)."""
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    def refused(self) -> str | None:
+        """The final answer of a call the far end turned away ("486 Busy Here", "503 ..."), if one was."""
+        for ev in self.events:
+            param = ev.data.get("param", "")
+            if ev.type == "CALL_CLOSED" and re.match(r"[3-6]\d\d ", param):
+                return param
+        return None
 
     async def start(self) -> None:
         with open(self.dir / "baresip.log", "wb") as log:

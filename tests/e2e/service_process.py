@@ -8,12 +8,40 @@ import os
 import re
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 #: the line the service logs once it answers calls
 _READY = re.compile(r"answers calls at (sip:\S+) .*HTTP API at (http://\S+)")
+#: what a call worker logs as each call ends (voicebot/sip/service.py)
+_MEDIA = re.compile(r"call (\S+) ended \(\w+\): (\d+) frames in, (\d+) out, (\d+) late, longest gap (\d+) ms"
+                    r" \(caller audio (\d+) ms\)")
+
+
+@dataclass(frozen=True, slots=True)
+class CallMedia:
+    """One call's audio figures, as its worker logged them when the call ended."""
+
+    sip_call_id: str
+    frames_in: int
+    frames_out: int
+    #: bot frames sent late while a prompt played: gaps the caller hears
+    late_frames: int
+    longest_gap_ms: float
+    #: the longest pause in caller audio: long ones mean the worker's media clock stalled
+    longest_caller_gap_ms: float
+
+
+def loopback_config(data_dir: Path, *, max_calls: int | None = None) -> str:
+    """A config for a service that many local phones call at once: every port free, data in ``data_dir``,
+    the HTTP API on loopback; the front's per-source rate limit is lifted for 127.0.0.1, which every
+    phone shares. ``max_calls`` unset: the service's default (and so its default workers)."""
+    calls = "" if max_calls is None else f"max_calls = {max_calls}\n"
+    return (f'data_dir = "{data_dir}"\n[http]\nport = 0\n[sip]\nhost = "127.0.0.1"\nport = 0\nrtp_port = 0\n{calls}'
+            '[sip.security]\nrate_limit_exempt = ["127.0.0.1"]\n')
 
 
 class ServiceProcess:
@@ -53,6 +81,12 @@ class ServiceProcess:
     def log(self) -> str:
         return "\n".join(self.lines)
 
+    def call_media(self, since_line: int = 0) -> list[CallMedia]:
+        """The media figures of the calls that ended, from log line ``since_line`` on."""
+        found = (_MEDIA.search(line) for line in self.lines[since_line:])
+        return [CallMedia(m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)), float(m.group(5)),
+                          float(m.group(6))) for m in found if m]
+
     def signal(self, sig: signal.Signals, *, group: bool = False) -> None:
         assert self.proc is not None
         if group:
@@ -86,3 +120,9 @@ class ServiceProcess:
         async with aiohttp.ClientSession() as http:
             async with http.get(self.api_url + "/metrics") as resp:
                 return await resp.text()
+
+
+def metric_total(exposition: str, sample_name: str) -> float:
+    """The sum of a metric's samples named ``sample_name`` (over all labels) in a /metrics text."""
+    return sum(sample.value for family in text_string_to_metric_families(exposition)
+               for sample in family.samples if sample.name == sample_name)

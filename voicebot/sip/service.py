@@ -23,11 +23,13 @@ from voicebot.calls.tape import CallTape
 from voicebot.calls.session import CallSession, SessionServices
 from voicebot.clock import LoopClock
 from voicebot.events import TransportClosing
+from voicebot.metrics import CallMetrics
 from voicebot.sip.account import ServiceAccount, local_account_config, registered_account_config
 from voicebot.sip.endpoint import BoundAddress, EndpointConfig, SipEndpoint
 from voicebot.sip.leg import LegHandle, PjLeg, bare_uri
 from voicebot.sip.settings import SipError, SipSettings
 from voicebot.sip.transport import SipTransport
+from voicebot.storage.recorder import StoreRecorder
 
 log = logging.getLogger("voicebot.sip")
 
@@ -72,6 +74,9 @@ class SipService:
         #: a stereo WAV per call goes here (caller left, bot right); None: no recording
         self.recordings_dir = recordings_dir
         self._services = runtime.services
+        recorder = runtime.services.recorder
+        #: the store recorder's metrics get the calls' media figures too (None: replay, tests)
+        self._metrics: CallMetrics | None = recorder.metrics if isinstance(recorder, StoreRecorder) else None
         self._on_call_ended = on_call_ended
         self._loop = asyncio.get_running_loop()
         self.endpoint = SipEndpoint(EndpointConfig(
@@ -231,6 +236,8 @@ class SipService:
             call.session = call.transport = None
             stats = handle.stats
             self.counters.underruns += stats.underruns
+            if self._metrics is not None:
+                self._metrics.audio_underruns(stats.underruns)
             log.info("call %s ended (%s): %d frames in, %d out, %d late, longest gap %.0f ms (caller audio %.0f ms)",
                      handle.sip_call_id, handle.end_cause or "bot", stats.frames_in, stats.frames_out,
                      stats.underruns, stats.max_gap_ms, stats.max_rx_gap_ms)
