@@ -19,6 +19,7 @@ A SQLite file made before Alembic has a ``schema_version`` table instead of
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,9 @@ def upgrade(connection: Any, backend: str, where: str) -> tuple[int, int]:
 
     script = _script(backend)
     latest = latest_version(backend)
+    quiet = logging.getLogger("alembic")
+    if quiet.level == logging.NOTSET:  # its per-plugin INFO lines; the store logs what it upgraded itself
+        quiet.setLevel(logging.WARNING)
     ctx = MigrationContext.configure(
         connection, opts={"script": script, "fn": lambda rev, _ctx: script._upgrade_revs("head", rev)})
     current = ctx.get_current_revision()
