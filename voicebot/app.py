@@ -14,6 +14,7 @@ from typing import AsyncIterator, Callable
 from voicebot.asr.grammar import GrammarSet
 from voicebot.asr.select import open_engine
 from voicebot.calls.listener import ListenerConfig
+from voicebot.calls.queue import QueueBackend
 from voicebot.calls.session import CallRecorder, SessionServices
 from voicebot.config import Settings
 from voicebot.dialogue import fields as formfields
@@ -35,8 +36,11 @@ class Runtime:
 
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings, recorder: CallRecorder, *, workers: int = 4,
-                       today: date | None = None) -> AsyncIterator[Runtime]:
-    """Load scenario, grammars, recognizer and synthesizer; close them on exit."""
+                       today: date | None = None, queue: QueueBackend | None = None) -> AsyncIterator[Runtime]:
+    """Load scenario, grammars, recognizer and synthesizer; close them on exit.
+
+    With ``queue``, transferred calls wait there for a person (see voicebot.calls.queue).
+    """
     loop = asyncio.get_running_loop()
     scenario = load_scenario(settings.scenario)
     grammars = GrammarSet.load(settings.asr.grammars_dir)
@@ -54,6 +58,8 @@ async def open_runtime(settings: Settings, recorder: CallRecorder, *, workers: i
             settings.sample_rate_hz, voice=settings.tts.voice, rate_wpm=settings.tts.rate_wpm))
         prompts = PromptCache(synth, max_items=settings.tts.cache_items)
         await run_blocking(prompts.warm, scenario.static_prompts())
+        if queue is not None and scenario.hold is not None:
+            await run_blocking(prompts.warm, scenario.hold.static_prompts())
         listen = settings.listen
         services = SessionServices(
             engine=engine,
@@ -69,6 +75,7 @@ async def open_runtime(settings: Settings, recorder: CallRecorder, *, workers: i
                 ),
                 complete_pause_ms=listen.complete_pause_ms,
             ),
+            queue=queue,
         )
         try:
             yield Runtime(settings, scenario, services)

@@ -4,32 +4,46 @@ Replayed WAVs, SIP calls and the sound card all run through ``CallSession``.
 The session is driven by the transport's 20 ms frames: every timer is checked
 against the session clock when a frame arrives, so a replay on a virtual clock
 takes the same decisions as a live call.
+
+With a queue (``SessionServices.queue``) a transferred call waits in line: the
+session joins the queue, asks it where the caller stands whenever the policy's
+QueueTimer runs out (and as soon as the queue says the entry changed), and
+feeds the answers to the policy as QueueUpdate / AgentReady on the session clock.
+Without one, a transfer hands the call to the transport at once, as it always did.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Awaitable, Callable, Protocol
 
 from voicebot.asr.base import RecognizerEngine
+from voicebot.calls.hold import HoldAudio
 from voicebot.calls.listener import Completeness, Listener, ListenerConfig, RunBlocking
+from voicebot.calls.queue import AgentTook, QueueBackend, QueueError, Waiting
 from voicebot.calls.report import CallReport, Turn
 from voicebot.calls.speaker import PlayoutIdle, PromptEnded, PromptStarted, Speaker, SpeakerEvent
 from voicebot.clock import Clock
 from voicebot.dialogue.policy import DialogueState, Policy
 from voicebot.events import (
-    Action, AudioFrame, CallerEvent, CallerHungUp, CallStarted, DtmfKey, DtmfTimeout, DtmfTone, EndCall,
-    IntakeForm, IntakeSubmitted, Listen, NoInput, RecognizedIntent, SaveIntake, Say, ServiceClosing, SpeechStarted,
-    SubmitIntake, Transfer, TransportClosing, TransportHangup, Utterance,
+    Action, AgentReady, AudioFrame, CallerEvent, CallerHungUp, CallStarted, ConnectAgent, DtmfKey, DtmfTimeout,
+    DtmfTone, EndCall, EnterQueue, IntakeForm, IntakeSubmitted, LeaveQueue, Listen, NoInput, PlayHold, QueueTimer,
+    QueueUpdate, RecognizedIntent, RequestCallback, SaveIntake, Say, ServiceClosing, SpeechStarted, SubmitIntake,
+    Transfer, TransportClosing, TransportHangup, Utterance,
 )
 from voicebot.transports.base import Transport
 
 log = logging.getLogger("voicebot.calls")
+
+#: when the queue did not answer, ask again this much later
+QUEUE_RETRY_S = 5.0
 
 
 class PromptRenderer(Protocol):
@@ -65,6 +79,22 @@ class SessionServices:
     run_blocking: RunBlocking
     completeness: Completeness
     listener_config: ListenerConfig = ListenerConfig()
+    #: where transferred callers wait for a person; None: a transfer hands the call over at once
+    queue: QueueBackend | None = None
+    hold_audio: HoldAudio = field(default_factory=HoldAudio)
+
+
+@dataclass(slots=True)
+class _InQueue:
+    """This call's place in the queue while it waits."""
+
+    entry_id: int
+    joined_s: float
+    #: session time at which to ask the queue again (the policy's QueueTimer)
+    ask_at_s: float | None = None
+    #: the queue said the entry changed: ask now
+    changed: bool = False
+    watcher: asyncio.Task | None = None
 
 
 @dataclass(slots=True)
@@ -93,6 +123,7 @@ class CallSession:
         self._finishing: Action | None = None
         self._awaiting: _AwaitingReply | None = None
         self._bot_turns: dict[tuple[str, float], Turn] = {}
+        self._in_queue: _InQueue | None = None
         self.asr_busy_s = 0.0
 
     @property
@@ -112,6 +143,7 @@ class CallSession:
             await self._dispatch(CallStarted(self._clock.now_s(), self._transport.caller_id))
             await self._loop(listener)
         finally:
+            await self._leave_queue_if_waiting()
             self.asr_busy_s = listener.asr_busy_s
             self._speaker.stop(self._clock.now_s())
             await self._drain_speaker_events()
@@ -153,6 +185,8 @@ class CallSession:
         action = self._finishing
         if isinstance(action, Transfer):
             await self._transport.transfer(action)
+        elif isinstance(action, ConnectAgent):
+            await self._connect_agent(action)
         else:
             await self._transport.hangup()
 
@@ -197,6 +231,14 @@ class CallSession:
             self.report.turns.append(Turn("caller", f"[DTMF {key.digit}]", key.at_s, key.at_s, confidence=1.0))
 
     async def _fire_timers(self, now_s: float) -> None:
+        waiting = self._in_queue
+        if waiting is not None and (waiting.changed or (waiting.ask_at_s is not None and now_s >= waiting.ask_at_s)):
+            on_schedule = waiting.ask_at_s is not None and now_s >= waiting.ask_at_s
+            waiting.changed = False
+            if on_schedule:
+                waiting.ask_at_s = None
+            await self._ask_queue(agent_only=not on_schedule)
+            await self._run_events()
         if self._interdigit_at is not None and now_s >= self._interdigit_at:
             self._interdigit_at = None
             await self._dispatch(DtmfTimeout(now_s))
@@ -245,9 +287,106 @@ class CallSession:
                 self.report.transfer = action
                 self.report.outcome = "transferred"
                 self._finishing = action
+            case EnterQueue():
+                if svc.queue is not None and isinstance(self._finishing, Transfer):
+                    await self._join_queue(svc.queue, action)
+            case QueueTimer():
+                if self._in_queue is not None:
+                    self._in_queue.ask_at_s = self._clock.now_s() + action.after_s
+            case PlayHold():
+                self._speaker.hold(await svc.run_blocking(svc.hold_audio.render, self._transport.sample_rate_hz))
+            case LeaveQueue():
+                await self._end_wait(lambda queue, entry_id: queue.leave(entry_id),
+                                     f"left the queue after {action.waited_s:.1f} s")
+            case RequestCallback():
+                number = action.number
+                await self._end_wait(lambda queue, entry_id: queue.callback(entry_id, number),
+                                     "asked to be called back")
+            case ConnectAgent():
+                self._finishing = action
             case EndCall():
                 self.report.outcome = action.outcome
                 self._finishing = action
+
+    # ------------------------------------------------------------------ the queue
+
+    async def _join_queue(self, queue: QueueBackend, action: EnterQueue) -> None:
+        """In line instead of handed over; if the queue does not answer, the hand-off goes ahead as before."""
+        try:
+            entry_id = await queue.join(self.report, action.queue, priority=action.priority, reason=action.reason)
+        except QueueError as e:
+            log.warning("call %s: cannot join queue %s (%s): transferring at once", self.report.call_id,
+                        action.queue, e)
+            return
+        self._finishing = None
+        self._in_queue = waiting = _InQueue(entry_id, self._clock.now_s())
+        waiting.watcher = asyncio.create_task(self._watch_queue(queue, waiting),
+                                              name=f"voicebot-queue-watch {self.report.call_id}")
+        await self._ask_queue(agent_only=False)
+
+    async def _watch_queue(self, queue: QueueBackend, waiting: _InQueue) -> None:
+        """Marks the entry changed whenever the queue says so; the session asks on its next frame."""
+        try:
+            async for _ in queue.watch(waiting.entry_id):
+                waiting.changed = True
+        except QueueError as e:
+            log.warning("call %s: queue changes unavailable (%s): asking on the announcement schedule only",
+                        self.report.call_id, e)
+
+    async def _ask_queue(self, *, agent_only: bool) -> None:
+        """Where the caller stands, as the policy's next event; with ``agent_only`` only an agent taking it."""
+        waiting, queue = self._in_queue, self._svc.queue
+        assert waiting is not None and queue is not None
+        now_s = self._clock.now_s()
+        try:
+            status = await queue.status(waiting.entry_id)
+        except QueueError as e:
+            log.warning("call %s: queue did not answer (%s)", self.report.call_id, e)
+            if not agent_only:
+                waiting.ask_at_s = now_s + QUEUE_RETRY_S
+            return
+        if isinstance(status, AgentTook):
+            self._events.append(AgentReady(status.agent, status.sip_uri, now_s))
+        elif isinstance(status, Waiting) and not agent_only:
+            self._events.append(QueueUpdate(status.position, status.estimated_wait_s, now_s - waiting.joined_s,
+                                            now_s))
+        elif not isinstance(status, Waiting):
+            log.warning("call %s: queue entry %d is %s while the caller waits", self.report.call_id,
+                        waiting.entry_id, status.state)
+
+    async def _connect_agent(self, action: ConnectAgent) -> None:
+        transfer = self.report.transfer or Transfer("caller_request", "")
+        if await self._transport.transfer(transfer, target_uri=action.sip_uri):
+            await self._end_wait(lambda queue, entry_id: queue.connected(entry_id),
+                                 f"connected to agent {action.agent} at {action.sip_uri}")
+        else:
+            await self._end_wait(lambda queue, entry_id: queue.leave(entry_id),
+                                 f"not connected to agent {action.agent} at {action.sip_uri}: the transfer failed")
+
+    async def _leave_queue_if_waiting(self) -> None:
+        """However the call ends, it does not stay in line (a caller the bot no longer has)."""
+        await self._end_wait(lambda queue, entry_id: queue.leave(entry_id), "left the queue as the call ended")
+
+    async def _end_wait(self, tell: Callable[[QueueBackend, int], Awaitable[None]], what: str) -> None:
+        """Out of line: stop watching the entry, then ``tell`` the queue how the wait ended."""
+        waiting = await self._stop_waiting()
+        queue = self._svc.queue
+        if waiting is None or queue is None:
+            return
+        try:
+            await tell(queue, waiting.entry_id)
+        except QueueError as e:
+            log.error("call %s: %s, but the queue did not record it (%s)", self.report.call_id, what, e)
+        else:
+            log.info("call %s: %s", self.report.call_id, what)
+
+    async def _stop_waiting(self) -> _InQueue | None:
+        waiting, self._in_queue = self._in_queue, None
+        if waiting is not None and waiting.watcher is not None:
+            waiting.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting.watcher
+        return waiting
 
     # ------------------------------------------------------------------ bot side
 

@@ -1,8 +1,13 @@
-"""Bot audio playout with barge-in.
+"""Bot audio playout with barge-in, and a hold loop under it.
 
 The transport pulls one frame per 20 ms tick (from the event loop for replay,
 from a media thread for SIP), so the queue is guarded by a lock and state
 changes are reported through a callback the session makes thread-safe.
+
+Hold audio is a background: it plays only while no prompt is queued (so an
+announcement pre-empts it and the loop resumes where it was after), never
+makes the speaker ``busy``, and caller speech or a key stops it like any
+interruptible prompt.
 """
 
 from __future__ import annotations
@@ -53,11 +58,29 @@ class Speaker:
         self._on_event = on_event
         self._queue: deque[_Segment] = deque()
         self._lock = threading.Lock()
+        self._hold = b""
+        self._hold_offset = 0
         self.underruns = 0
 
     def queue(self, say: Say, pcm: bytes) -> None:
         with self._lock:
             self._queue.append(_Segment(say, pcm))
+
+    def hold(self, loop_pcm: bytes) -> None:
+        """Loop ``loop_pcm`` whenever no prompt is queued, until barge-in or ``stop_hold``."""
+        with self._lock:
+            if loop_pcm != self._hold:
+                self._hold, self._hold_offset = loop_pcm, 0
+
+    def stop_hold(self) -> None:
+        with self._lock:
+            self._hold = b""
+
+    @property
+    def holding(self) -> bool:
+        """The hold loop is on (it sounds whenever no prompt is queued)."""
+        with self._lock:
+            return bool(self._hold)
 
     @property
     def busy(self) -> bool:
@@ -91,6 +114,10 @@ class Speaker:
                     events.append(PromptEnded(seg.say.text, seg.start_s, end, interrupted=False))
                     if not self._queue:
                         events.append(PlayoutIdle(end))
+            while len(out) < need and self._hold:
+                take = self._hold[self._hold_offset:self._hold_offset + need - len(out)]
+                out += take
+                self._hold_offset = (self._hold_offset + len(take)) % len(self._hold)
         out += bytes(need - len(out))
         for ev in events:
             self._on_event(ev)
@@ -103,6 +130,7 @@ class Speaker:
         """
         events: list[SpeakerEvent] = []
         with self._lock:
+            self._hold = b""
             kept: deque[_Segment] = deque()
             for seg in self._queue:
                 if seg.say.interruptible:
@@ -123,6 +151,7 @@ class Speaker:
         with self._lock:
             playing = [s for s in self._queue if s.start_s is not None]
             self._queue.clear()
+            self._hold = b""
         for seg in playing:
             assert seg.start_s is not None
             self._on_event(PromptEnded(seg.say.text, seg.start_s, at_s, interrupted=True))

@@ -52,18 +52,19 @@ class SipTransport:
             if isinstance(item, TransportHangup):
                 return
 
-    async def transfer(self, transfer: Transfer) -> None:
-        target = self._transfer.target_uri
+    async def transfer(self, transfer: Transfer, target_uri: str | None = None) -> bool:
+        """REFER or bridge (as configured) to ``target_uri``, else to the configured transfer target."""
+        target = target_uri or self._transfer.target_uri
         if not target:
             log.warning("call %s: transfer to queue %s asked, but no sip transfer target is configured: hanging up",
                         self.leg.sip_call_id, transfer.queue)
             self.ended_by = "transfer_failed:no target configured"
             await self.leg.hangup()
-            return
+            return False
         if self._transfer.mode == "bridge" and self._bridge is not None:
             if await self._bridge(self.leg, target):
                 self.ended_by, self.bridged = f"bridge:{target}", True
-                return
+                return True
             self.ended_by = "transfer_failed:bridge"
         else:
             result = await self.leg.blind_transfer(target, self._transfer.timeout_s)
@@ -74,6 +75,7 @@ class SipTransport:
                 log.warning("call %s: REFER to %s failed: %d %s", self.leg.sip_call_id, target,
                             result.status_code, result.reason)
         await self.leg.hangup()
+        return self.ended_by.startswith("refer:")
 
     async def hangup(self) -> None:
         self.ended_by = self.ended_by or "bot"

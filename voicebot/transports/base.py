@@ -18,7 +18,8 @@ class Transport(Protocol):
     def receive(self) -> AsyncIterator[TransportItem]:
         """Caller frames (20 ms), key presses and finally a hangup, in time order."""
 
-    async def transfer(self, transfer: Transfer) -> None:
-        """Hand the caller over to a person."""
+    async def transfer(self, transfer: Transfer, target_uri: str | None = None) -> bool:
+        """Hand the caller over to a person: ``target_uri`` (an agent who took the call from the queue),
+        else the transport's own target. True when the caller now talks to that person."""
 
     async def hangup(self) -> None: ...

@@ -18,6 +18,9 @@ from voicebot.calls.tape import CallTape
 from voicebot.clock import VirtualClock
 from voicebot.events import FRAME_MS, AudioFrame, Transfer, TransportHangup, TransportItem
 
+#: as fast as the CPU allows, but the event loop gets a turn every this many frames
+YIELD_EVERY_FRAMES = 10
+
 
 class ReplayTransport:
     def __init__(self, samples: np.ndarray, sample_rate_hz: int, clock: VirtualClock, *,
@@ -50,12 +53,15 @@ class ReplayTransport:
                 self._tape.bot(self._speaker.pull(n, t), t)
             if self._realtime:
                 await asyncio.sleep(max(0.0, wall0 + t + frame_s - time.monotonic()))
+            elif k % YIELD_EVERY_FRAMES == 0:
+                await asyncio.sleep(0)  # long silences decode nothing: let other calls and tasks run
             self._clock.advance_to(t + frame_s)
             yield AudioFrame(pcm, self.sample_rate_hz, t)
         yield TransportHangup(total / self.sample_rate_hz)
 
-    async def transfer(self, transfer: Transfer) -> None:
-        self.ended_by = f"transfer:{transfer.queue}"
+    async def transfer(self, transfer: Transfer, target_uri: str | None = None) -> bool:
+        self.ended_by = f"agent:{target_uri}" if target_uri else f"transfer:{transfer.queue}"
+        return True
 
     async def hangup(self) -> None:
         self.ended_by = "bot"

@@ -298,10 +298,11 @@ class SoundTransport:
             if isinstance(item, TransportHangup):
                 return
 
-    async def transfer(self, transfer: Transfer) -> None:
+    async def transfer(self, transfer: Transfer, target_uri: str | None = None) -> bool:
         """Nobody to hand a local caller to: say so in the outcome and end the call."""
-        self.ended_by = f"transfer:{transfer.queue}"
+        self.ended_by = f"transfer:{target_uri or transfer.queue}"
         await self.hangup()
+        return False
 
     async def hangup(self) -> None:
         """The bot ends the call: let its last words play out, then stop."""
