@@ -105,6 +105,37 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--record", type=Path, metavar="OUT.wav", help="save the call: caller left, bot right")
     _engine_options(t)
     t.set_defaults(run=_cmd_talk)
+
+    u = sub.add_parser("users", help="web logins: supervisors, agents and their API tokens")
+    usub = u.add_subparsers(title="users commands")
+    ua = usub.add_parser("add", help="create a login (the password is asked for)")
+    ua.add_argument("name")
+    ua.add_argument("--role", choices=["supervisor", "agent"], required=True)
+    ua.add_argument("--queues", default="general", help="an agent's queues, comma-separated (default general)")
+    ua.add_argument("--sip-uri", default="", help="where an agent's calls ring, e.g. sip:anna@pbx.example.org")
+    ua.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    ua.set_defaults(users="add")
+    usub.add_parser("list", help="logins, roles, agents' queues").set_defaults(users="list")
+    ud = usub.add_parser("disable", help="end a login's sessions and tokens")
+    ud.add_argument("name")
+    ud.set_defaults(users="disable")
+    up = usub.add_parser("passwd", help="set a new password")
+    up.add_argument("name")
+    up.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    up.set_defaults(users="passwd")
+    ut = usub.add_parser("token", help="make an API token for /api/* (printed once)")
+    ut.add_argument("name")
+    ut.add_argument("--label", default="", help="what the token is for, e.g. prometheus")
+    ut.set_defaults(users="token")
+    uts = usub.add_parser("tokens", help="a login's API tokens: id, created, label")
+    uts.add_argument("name")
+    uts.set_defaults(users="tokens")
+    ur = usub.add_parser("revoke", help="revoke an API token by the id `users tokens` shows")
+    ur.add_argument("name")
+    ur.add_argument("token_id", metavar="ID")
+    ur.set_defaults(users="revoke")
+    for users_parser in usub.choices.values():
+        users_parser.set_defaults(run=_cmd_users)
     return p
 
 
@@ -189,6 +220,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.verbose == 0:  # a service logs its calls
         logging.getLogger().setLevel(logging.INFO)
     asyncio.run(run_service(settings))
+    return OK
+
+
+# --------------------------------------------------------------------------- users (web logins)
+
+def _cmd_users(args: argparse.Namespace) -> int:
+    from voicebot.storage import open_store
+    from voicebot.web.accounts import users_command
+
+    settings = load_settings(args.config)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    users_command(args, open_store(settings, recover=False))  # recover=False: a running service owns its calls
     return OK
 
 

@@ -57,7 +57,8 @@ class ListenSettings:
 
 @dataclass(frozen=True, slots=True)
 class HttpSettings:
-    #: loopback until the API has logins: the calls API shows transcripts
+    #: loopback by default; every page and /api/* needs a login, so another address may be served
+    #: (behind TLS: see README "Logins and personal data")
     host: str = "127.0.0.1"
     port: int = 8080
 
@@ -68,6 +69,20 @@ class RecordingSettings:
     enabled: bool = False
     #: where recordings go; unset: <data_dir>/recordings
     directory: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSettings:
+    #: transcripts, intake data, caller numbers and recordings of calls older than this are deleted; 0 keeps them
+    days: float = 0.0
+    #: how often the service looks for data past the limit (also once at start)
+    interval_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.days < 0:
+            raise ConfigError(f"retention days must be 0 (keep forever) or more, not {self.days:g}")
+        if self.interval_s <= 0:
+            raise ConfigError(f"retention interval_s must be more than 0, not {self.interval_s:g}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +108,7 @@ class Settings:
     sip: SipSettings = field(default_factory=SipSettings)
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @property
     def recordings_dir(self) -> Path:

@@ -66,7 +66,8 @@ async def _serve_in_process(settings: Settings, store: CallStore, shutdown: Shut
     log.warning("sip workers = 0: PJSIP in the service process, at most %d calls, no SIP front (no scanner"
                 " blocking or rate limits): for development", settings.sip.capacity)
     metrics = CallMetrics()
-    async with run_http(make_app(store, metrics), settings.http.host, settings.http.port) as http:
+    app = make_app(store, metrics, retention=settings.retention, recordings_dir=settings.recordings_dir)
+    async with run_http(app, settings.http.host, settings.http.port) as http:
         async with open_runtime(settings, StoreRecorder(store, metrics)) as runtime:
             recordings = settings.recordings_dir if settings.recording.enabled else None
             async with open_sip_service(runtime, settings.sip, recordings_dir=recordings) as sip:
@@ -106,7 +107,8 @@ async def _serve_with_workers(settings: Settings, store: CallStore, shutdown: Sh
             return "no call worker is running"
         return None
 
-    app = make_app(store, metrics, health_check=health)
+    app = make_app(store, metrics, health_check=health, retention=settings.retention,
+                   recordings_dir=settings.recordings_dir)
     async with run_http(app, settings.http.host, settings.http.port) as http:
         async with open_front(sip, [WorkerAddress(p, WORKER_HOST) for p in ports], run_dir) as front:
             front_address = f"{front.host}:{front.port}"

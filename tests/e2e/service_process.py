@@ -55,6 +55,7 @@ class ServiceProcess:
         self.api_url = ""
         self.lines: list[str] = []
         self._reader: asyncio.Task | None = None
+        self._token = ""
 
     async def start(self, timeout_s: float = 180.0) -> None:
         self.lines.clear()
@@ -111,10 +112,27 @@ class ServiceProcess:
             await asyncio.gather(self._reader, return_exceptions=True)
 
     async def get(self, path: str) -> dict:
+        headers = {"Authorization": f"Bearer {await self.api_token()}"} if path.startswith("/api/") else {}
         async with aiohttp.ClientSession() as http:
-            async with http.get(self.api_url + path) as resp:
+            async with http.get(self.api_url + path, headers=headers) as resp:
                 assert resp.status == 200, await resp.text()
                 return await resp.json()
+
+    async def api_token(self) -> str:
+        """A supervisor's API token (the API needs a login), made once with `voicebot users` on the service's store."""
+        if not self._token:
+            users = [sys.executable, "-m", "voicebot", "-c", str(self.config_path), "users"]
+            add = await asyncio.create_subprocess_exec(
+                *users, "add", "e2e", "--role", "supervisor", "--password-stdin", cwd=self.workdir,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            _, err = await add.communicate(b"e2e password\n")
+            assert add.returncode == 0 or b"already exists" in err, err.decode()
+            made = await asyncio.create_subprocess_exec(*users, "token", "e2e", cwd=self.workdir,
+                                                        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await made.communicate()
+            assert made.returncode == 0, err.decode()
+            self._token = out.decode().strip()
+        return self._token
 
     async def metrics(self) -> str:
         async with aiohttp.ClientSession() as http:

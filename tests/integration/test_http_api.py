@@ -24,10 +24,12 @@ from voicebot.dialogue.policy import Policy
 from voicebot.dialogue.scenario import load_scenario
 from voicebot.events import IntakeForm, Transfer
 from voicebot.metrics import CallMetrics
-from voicebot.storage import SqliteCallStore, StoreError
+from voicebot.privacy import mask_json, mask_personal_id
+from voicebot.storage import SqliteCallStore, StoreError, User
 from voicebot.storage.recorder import StoreRecorder
 from voicebot.transports.replay import ReplayTransport
 from voicebot.web import DEFAULT_HOST, HttpError, make_app, run_http
+from voicebot.web.accounts import issue_token
 
 PID = "290288-136D"
 
@@ -45,8 +47,11 @@ def metrics() -> CallMetrics:
 
 @pytest.fixture
 async def client(loop_guard, aiohttp_client, store, metrics):
-    """Asks for loop_guard first so the guard checks for leaks after the client has closed."""
-    return await aiohttp_client(make_app(store, metrics))
+    """A supervisor's API token on every request (logins and roles: test_web_auth.py).
+    Asks for loop_guard first so the guard checks for leaks after the client has closed."""
+    await store.add_user(User("sam", "supervisor", "$argon2id$not-used-here"))
+    token, _ = await issue_token(store, "sam")
+    return await aiohttp_client(make_app(store, metrics), headers={"Authorization": f"Bearer {token}"})
 
 
 async def record_call(recorder: StoreRecorder, call_id: str, started_at: str, *, outcome="completed",
@@ -142,7 +147,7 @@ async def test_applications_list_submitted_and_incomplete_forms_newest_first(cli
     assert [(a["call_id"], a["status"]) for a in body["applications"]] == [("a2", "submitted"), ("a1", "incomplete")]
     submitted = body["applications"][0]
     assert submitted["reference"] == "HA100001"
-    assert submitted["fields"] == {"personal_id": PID, "household_size": 3}  # as stored, until logins exist
+    assert submitted["fields"] == {"personal_id": mask_personal_id(PID), "household_size": 3}  # masked for all
     assert submitted["caller_id"] == "+358401234567" and submitted["call_status"] == "ended"
     only = await (await client.get("/api/applications?status=incomplete")).json()
     assert [a["call_id"] for a in only["applications"]] == ["a1"]
@@ -267,10 +272,11 @@ async def test_a_session_call_reads_back_from_the_api_exactly_as_it_ran(client, 
     assert report.intake.status == "submitted" and report.intake.reference == "HA100001"
 
     body = await (await client.get(f"/api/calls/{report.call_id}")).json()
-    assert body == {**report.to_json(), "status": "ended"}
+    assert body == mask_json({**report.to_json(), "status": "ended"})
+    assert body["intake"]["fields"]["personal_id"] == mask_personal_id(PID) != PID
     apps = (await (await client.get("/api/applications?status=submitted")).json())["applications"]
     assert [(a["call_id"], a["reference"], a["fields"]["personal_id"]) for a in apps] == [
-        (report.call_id, "HA100001", PID)]
+        (report.call_id, "HA100001", mask_personal_id(PID))]
     text = await (await client.get("/metrics")).text()
     assert f"voicebot_turn_latency_seconds_count {float(len(report.latency_ms))}" in text.splitlines()
     assert f'voicebot_calls_total{{outcome="{report.outcome}"}} 1.0' in text.splitlines()

@@ -1,7 +1,11 @@
-"""The service's HTTP API: calls, applications, health and Prometheus metrics.
+"""The service's HTTP API: calls, applications, the audit log, health and Prometheus metrics.
 
-No logins yet, so the API answers on the loopback interface only by default
-(see voicebot.web.server) and returns records as stored.
+Every ``/api/*`` route needs a login (voicebot.web.auth): a supervisor sees every
+call and application; an agent sees the calls of the queues they serve. Personal
+identity codes are masked in every answer (voicebot.privacy.mask_json); the agent
+handling a caller opens the code through ``POST /api/calls/{id}/personal-id``,
+which the audit log records. ``/healthz`` is open to all, ``/metrics`` to this
+machine (a login from elsewhere).
 """
 
 from __future__ import annotations
@@ -9,12 +13,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import AsyncIterator, Callable, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, AsyncIterator, Callable, NoReturn
 
 from aiohttp import web
 
+from voicebot.events import Transfer
 from voicebot.metrics import CallMetrics
+from voicebot.privacy import mask_json, personal_ids
+from voicebot.retention import retention_context
 from voicebot.storage.base import INTAKE_STATUSES, MAX_LIST_LIMIT, CallStore, StoreError
+from voicebot.storage.records import DEFAULT_QUEUE, LIVE_QUEUE_STATES, QueueEntry
+from voicebot.web.auth import (
+    Auth, Principal, auth_middleware, current_user, public, public_on_loopback, roles, setup_auth,
+)
+from voicebot.web.pages import add_page_routes
+
+if TYPE_CHECKING:
+    from voicebot.config import RetentionSettings
 
 log = logging.getLogger("voicebot.web")
 
@@ -25,25 +41,40 @@ HEALTH_TIMEOUT_S = web.AppKey("health_timeout_s", float)
 HEALTH_CHECK = web.AppKey("health_check", Callable[[], "str | None"])
 
 DEFAULT_LIMIT = 50
+#: the audit log's action for opening a personal identity code, and for being refused it
+UNMASK_ACTION = "unmask_personal_id"
+UNMASK_REFUSED_ACTION = "unmask_personal_id_refused"
+#: the queue states of a caller an agent is handling (being rung, or talking)
+HANDLING_STATES = ("connecting", "connected")
 
 
 def make_app(store: CallStore, metrics: CallMetrics, *, owns_store: bool = False,
-             health_timeout_s: float = 2.0, health_check: Callable[[], str | None] | None = None) -> web.Application:
-    """The API over ``store``. With ``owns_store`` the app opens the store on start-up and closes it on cleanup."""
-    app = web.Application(middlewares=[_json_errors])
+             health_timeout_s: float = 2.0, health_check: Callable[[], str | None] | None = None,
+             auth: Auth | None = None, retention: "RetentionSettings | None" = None,
+             recordings_dir: Path | None = None) -> web.Application:
+    """The API over ``store``. With ``owns_store`` the app opens the store on start-up and closes it on cleanup;
+    with ``retention`` it deletes old personal data (store and ``recordings_dir``) while it runs."""
+    app = web.Application(middlewares=[_json_errors, auth_middleware])
     app[STORE] = store
     app[METRICS] = metrics
     app[HEALTH_TIMEOUT_S] = health_timeout_s
     app[HEALTH_CHECK] = health_check or (lambda: None)
+    setup_auth(app, auth or Auth(store))
     if owns_store:
         app.cleanup_ctx.append(_store_lifetime)
+    if retention is not None:
+        app.cleanup_ctx.append(retention_context(store, retention.days, retention.interval_s, recordings_dir))
     app.add_routes([
+        web.get("/api/me", me),
         web.get("/api/calls", list_calls),
         web.get("/api/calls/{call_id}", get_call),
+        web.post("/api/calls/{call_id}/personal-id", unmask_personal_id),
         web.get("/api/applications", list_applications),
+        web.get("/api/audit", list_audit),
         web.get("/healthz", healthz),
         web.get("/metrics", metrics_text),
     ])
+    add_page_routes(app)
     return app
 
 
@@ -56,29 +87,75 @@ async def _store_lifetime(app: web.Application) -> AsyncIterator[None]:
 # ---------------------------------------------------------------------- handlers
 
 
+async def me(request: web.Request) -> web.Response:
+    """Who is logged in, the queues they see, and (for a browser session) the CSRF token for scripts."""
+    return web.json_response(current_user(request).to_json())
+
+
 async def list_calls(request: web.Request) -> web.Response:
+    """Newest first; an agent's list holds the calls of their queues among the newest ``MAX_LIST_LIMIT``."""
     limit = _limit(request)
-    calls = await request.app[STORE].list_calls(limit)
-    return web.json_response({"calls": [c.to_json() for c in calls], "limit": limit})
+    user = current_user(request)
+    store = request.app[STORE]
+    if user.is_supervisor:
+        calls = await store.list_calls(limit)
+    else:
+        live = await _live_calls(store, user)
+        calls = [c for c in await store.list_calls(MAX_LIST_LIMIT)
+                 if c.call_id in live or _serves(user, c.transfer)][:limit]
+    return _masked({"calls": [c.to_json() for c in calls], "limit": limit})
 
 
 async def get_call(request: web.Request) -> web.Response:
     call_id = request.match_info["call_id"]
-    record = await request.app[STORE].get_call(call_id)
-    if record is None:
+    user = current_user(request)
+    store = request.app[STORE]
+    record = await store.get_call(call_id)
+    if record is None or not (user.is_supervisor or _serves(user, record.report.transfer)
+                              or call_id in await _live_calls(store, user)):
         _fail(web.HTTPNotFound, f"no call with id {call_id!r}")
-    return web.json_response(record.to_json())
+    return _masked(record.to_json())
 
 
+async def unmask_personal_id(request: web.Request) -> web.Response:
+    """The caller's personal identity code(s), unmasked, for the agent handling that caller only; audited."""
+    call_id = request.match_info["call_id"]
+    user = current_user(request)
+    store = request.app[STORE]
+    handling = user.role == "agent" and any(
+        e.call_id == call_id and e.agent == user.name
+        for e in await store.list_queue(None, states=HANDLING_STATES, limit=MAX_LIST_LIMIT))
+    if not handling:
+        await store.audit(user.name, UNMASK_REFUSED_ACTION, call_id, "not the agent handling this caller")
+        _fail(web.HTTPForbidden, "only the agent handling this caller may open the personal identity code")
+    record = await store.get_call(call_id)
+    intake = record.report.intake if record is not None else None
+    codes = personal_ids(intake.fields) if intake is not None else {}
+    await store.audit(user.name, UNMASK_ACTION, call_id, f"fields: {', '.join(codes) or 'none'}")
+    log.info("call %s: %s opened the personal identity code (fields: %s)", call_id, user.name,
+             ", ".join(codes) or "none")
+    return web.json_response({"call_id": call_id, "form": intake.form if intake else None, "personal_ids": codes})
+
+
+@roles("supervisor")
 async def list_applications(request: web.Request) -> web.Response:
     limit = _limit(request)
     status = request.query.get("status")
     if status is not None and status not in INTAKE_STATUSES:
         _fail(web.HTTPBadRequest, f"status must be one of {', '.join(INTAKE_STATUSES)}, not {status!r}")
     applications = await request.app[STORE].list_applications(status, limit)  # type: ignore[arg-type]
-    return web.json_response({"applications": [a.to_json() for a in applications], "limit": limit})
+    return _masked({"applications": [a.to_json() for a in applications], "limit": limit})
 
 
+@roles("supervisor")
+async def list_audit(request: web.Request) -> web.Response:
+    """Newest first; ``?call_id=`` for one call's entries."""
+    limit = _limit(request)
+    entries = await request.app[STORE].list_audit(request.query.get("call_id") or None, limit)
+    return _masked({"entries": [e.to_json() for e in entries], "limit": limit})
+
+
+@public
 async def healthz(request: web.Request) -> web.Response:
     timeout_s = request.app[HEALTH_TIMEOUT_S]
     try:
@@ -94,9 +171,28 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+@public_on_loopback
 async def metrics_text(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
+
+
+# ---------------------------------------------------------------------- who sees which call
+
+
+def _serves(user: Principal, transfer: Transfer | None) -> bool:
+    """A call transferred to one of the user's queues (a transfer naming no queue went to the default one)."""
+    return transfer is not None and user.serves(transfer.queue or DEFAULT_QUEUE)
+
+
+async def _live_calls(store: CallStore, user: Principal) -> set[str]:
+    """Calls on the line in the user's queues (their transfer is stored only when the call ends)."""
+    entries: list[QueueEntry] = await store.list_queue(None, states=LIVE_QUEUE_STATES, limit=MAX_LIST_LIMIT)
+    return {e.call_id for e in entries if user.serves(e.queue)}
+
+
+def _masked(data: dict, status: int = 200) -> web.Response:
+    return web.json_response(mask_json(data), status=status)
 
 
 # ---------------------------------------------------------------------- errors as one-line JSON

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import logging
 from dataclasses import dataclass
 from typing import AsyncIterator
 
@@ -10,7 +12,10 @@ from aiohttp import web
 
 from voicebot.errors import VoicebotError
 
-#: loopback only until the API has logins
+log = logging.getLogger("voicebot.web")
+
+#: loopback unless configured otherwise: every page and /api/* needs a login, but passwords and session
+#: cookies should cross a network only inside TLS (a reverse proxy in front)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 
@@ -43,6 +48,18 @@ async def run_http(app: web.Application, host: str = DEFAULT_HOST, port: int = D
         except OSError as e:
             raise HttpError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
         bound_port = runner.addresses[0][1]
+        if not _loopback(host):
+            log.warning("HTTP API on %s:%d answers beyond this machine: serve it to browsers through a TLS proxy,"
+                        " or passwords and session cookies cross the network in clear", host, bound_port)
         yield HttpEndpoint(host, bound_port)
     finally:
         await runner.cleanup()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
