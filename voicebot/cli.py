@@ -55,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--realtime", action="store_true", help="pace the replay at real time")
     r.add_argument("--channel", type=int, default=0, help="caller channel of stereo files (default 0)")
     r.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1, help="calls replayed at once")
+    r.add_argument("--server", metavar="URL", help="report the calls to the service at URL (e.g. "
+                   "http://127.0.0.1:8080) and put transferred ones in its queue; paced at real time")
+    r.add_argument("--token", default=os.environ.get("VOICEBOT_API_TOKEN", ""), help="a supervisor's API token "
+                   "for --server (default $VOICEBOT_API_TOKEN)")
+    r.add_argument("--caller-id", default="replay", metavar="NUMBER", help="the calls' caller ID (a callback "
+                   "offers to call it back)")
+    r.add_argument("--stay", type=float, default=0.0, metavar="S", help="stay on the line S seconds of silence "
+                   "after each recording (e.g. waiting in a --server queue for an agent)")
     _engine_options(r)
     r.set_defaults(run=_cmd_replay)
 
@@ -166,16 +174,16 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 async def _replay(args: argparse.Namespace, settings: Settings, expectations: dict[str, dict] | None) -> int:
     from tqdm import tqdm
 
-    from voicebot.app import open_runtime
-    from voicebot.calls.memory import MemoryRecorder
     from voicebot.expect import check_report
-    from voicebot.replay import format_transcript, replay_files
+    from voicebot.replay import format_transcript, open_replay_runtime, replay_files
 
-    async with open_runtime(settings, MemoryRecorder(), workers=max(2, args.jobs)) as runtime:
+    async with open_replay_runtime(settings, workers=max(2, args.jobs), server=args.server,
+                                   token=args.token) as runtime:
         with tqdm(total=len(args.files), desc="replay", unit="call", file=sys.stderr,
                   disable=len(args.files) < 2 or None, leave=False) as bar:
             results = await replay_files(runtime, args.files, jobs=args.jobs, on_done=lambda _: bar.update(),
-                                         channel=args.channel, realtime=args.realtime, out_dir=args.out)
+                                         channel=args.channel, realtime=args.realtime or args.server is not None,
+                                         out_dir=args.out, caller_id=args.caller_id, stay_s=args.stay)
     passed = failed = bad = 0
     for res in results:
         if res.error:

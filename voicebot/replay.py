@@ -1,19 +1,30 @@
-"""Replaying recorded calls through the live call path, as fast as the CPU allows."""
+"""Replaying recorded calls through the live call path, as fast as the CPU allows.
+
+A replayed call's record stays in memory and a transfer ends it at the hand-off;
+with ``server`` (``voicebot replay --server URL``) the call is reported to a
+running service and a transfer puts it in that service's queue, where it waits
+in real time like a live caller (see voicebot.web.queue_api).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
-from voicebot.app import Runtime
+import numpy as np
+
+from voicebot.app import Runtime, open_runtime
 from voicebot.audio.wav import AudioFileError, load_wav, write_wav
+from voicebot.calls.memory import MemoryRecorder
 from voicebot.calls.session import CallSession
 from voicebot.clock import VirtualClock
+from voicebot.config import Settings
 from voicebot.transports.replay import ReplayTransport
 
 log = logging.getLogger("voicebot.replay")
@@ -30,8 +41,24 @@ class ReplayResult:
     asr_s: float = 0.0
 
 
+@contextlib.asynccontextmanager
+async def open_replay_runtime(settings: Settings, *, workers: int, server: str | None = None,
+                              token: str = "") -> AsyncIterator[Runtime]:
+    """What replayed calls run in: records in memory, or reported to (and queued in) the service at ``server``."""
+    if server is None:
+        async with open_runtime(settings, MemoryRecorder(), workers=workers) as runtime:
+            yield runtime
+        return
+    from voicebot.web.queue_api import ServiceLink
+
+    async with ServiceLink.open(server, token) as link:
+        async with open_runtime(settings, link.recorder, workers=workers, queue=link.queue) as runtime:
+            yield runtime
+
+
 async def replay_file(runtime: Runtime, call: str, *, channel: int = 0, realtime: bool = False,
-                      out_dir: Path | None = None) -> ReplayResult:
+                      out_dir: Path | None = None, caller_id: str = "replay", stay_s: float = 0.0) -> ReplayResult:
+    """One recorded call through the bot; ``stay_s`` of silence after the recording keep the caller on the line."""
     services = runtime.services
     rate = runtime.settings.sample_rate_hz
     result = ReplayResult(call)
@@ -41,8 +68,11 @@ async def replay_file(runtime: Runtime, call: str, *, channel: int = 0, realtime
     except AudioFileError as e:
         result.error = str(e)
         return result
+    samples = audio.samples
+    if stay_s > 0:
+        samples = np.concatenate([samples, np.zeros(int(stay_s * rate), dtype=samples.dtype)])
     clock = VirtualClock()
-    transport = ReplayTransport(audio.samples, rate, clock, realtime=realtime)
+    transport = ReplayTransport(samples, rate, clock, caller_id=caller_id, realtime=realtime)
     session = CallSession(services, transport, clock, name=call)
     try:
         await session.run()

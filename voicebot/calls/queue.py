@@ -17,7 +17,7 @@ from typing import AsyncIterator, Awaitable, Protocol, TypeVar, Union
 from voicebot.calls.report import CallReport
 from voicebot.errors import VoicebotError
 from voicebot.storage.base import CallStore, StoreError
-from voicebot.storage.records import ChangesMissed, QueueChange
+from voicebot.storage.records import ChangesMissed, QueueChange, QueueEntry
 
 log = logging.getLogger("voicebot.queue")
 T = TypeVar("T")
@@ -91,7 +91,7 @@ class StoreQueue:
         position = await self._call(self._store.queue_position(entry_id))
         if position is not None:
             return Waiting(position.position, position.estimated_wait_s)
-        entry = await self._call(self._store.get_queue_entry(entry_id))
+        entry = await self.entry(entry_id)
         if entry is None:
             return Gone("missing")
         if entry.state == "connecting" and entry.agent:
@@ -101,6 +101,9 @@ class StoreQueue:
             log.warning("queue entry %d: agent %s took it but is not known", entry_id, entry.agent)
         return Gone(entry.state)
 
+    async def entry(self, entry_id: int) -> QueueEntry | None:
+        return await self._call(self._store.get_queue_entry(entry_id))
+
     async def connected(self, entry_id: int) -> None:
         await self._call(self._store.mark_connected(entry_id))
 
@@ -108,7 +111,7 @@ class StoreQueue:
         await self._call(self._store.leave_queue(entry_id, "abandoned"))
 
     async def callback(self, entry_id: int, number: str) -> None:
-        entry = await self._call(self._store.get_queue_entry(entry_id))
+        entry = await self.entry(entry_id)
         if entry is None:
             raise QueueError(f"queue entry {entry_id} is gone")
         await self._call(self._store.request_callback(entry.call_id, entry.queue, number))

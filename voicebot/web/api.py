@@ -28,6 +28,7 @@ from voicebot.web.auth import (
     Auth, Principal, auth_middleware, current_user, public, public_on_loopback, roles, setup_auth,
 )
 from voicebot.web.pages import add_page_routes
+from voicebot.web.queue_api import add_queue_routes
 
 if TYPE_CHECKING:
     from voicebot.config import RetentionSettings
@@ -75,6 +76,7 @@ def make_app(store: CallStore, metrics: CallMetrics, *, owns_store: bool = False
         web.get("/metrics", metrics_text),
     ])
     add_page_routes(app)
+    add_queue_routes(app, store)
     return app
 
 
