@@ -56,7 +56,7 @@ def ticks() -> Ticks:
 CHEAP = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def passwords() -> Passwords:
     return Passwords(CHEAP)
 

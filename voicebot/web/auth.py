@@ -39,6 +39,7 @@ from yarl import URL
 
 from voicebot.storage.base import CallStore
 from voicebot.storage.records import ROLES, LoginSession, Role, User
+from voicebot.storage.rows import utc_now
 
 log = logging.getLogger("voicebot.web.auth")
 
@@ -262,8 +263,6 @@ class Auth:
     def __init__(self, store: CallStore, policy: AuthPolicy | None = None, *,
                  now: Callable[[], datetime] | None = None, passwords: Passwords | None = None,
                  throttle_clock: Callable[[], float] = time.monotonic) -> None:
-        from voicebot.storage.rows import utc_now
-
         self.store = store
         self.policy = policy or AuthPolicy()
         self.now = now or utc_now
@@ -451,7 +450,8 @@ def _same_origin(request: web.Request) -> bool:
 def _login_needed(request: web.Request, *, machine: bool = False) -> web.StreamResponse:
     """401 for programs (API, tokens, /metrics), a redirect to the login form for a browser's page."""
     if machine or is_api(request) or "Authorization" in request.headers or request.method not in ("GET", "HEAD"):
-        response = refusal(request, 401, "login needed: a session or an API token (Authorization: Bearer ...)")
+        message = "login needed: a session or an API token (Authorization: Bearer ...)"
+        response = web.json_response({"error": message}, status=401) if machine else refusal(request, 401, message)
         response.headers["WWW-Authenticate"] = 'Bearer realm="voicebot"'
         return response
     raise web.HTTPSeeOther(location=str(URL("/login").with_query(next=request.path_qs)))
