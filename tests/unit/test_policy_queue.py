@@ -191,7 +191,7 @@ def test_without_a_caller_id_the_bot_asks_for_the_number_at_once(policy):
 def test_star_starts_a_keyed_number_over_and_a_pause_ends_it(policy):
     state, _ = run(policy, offered(policy), DtmfKey("1", 90.0))
     state, _ = run(policy, state, *[DtmfKey(d, 91.0) for d in "999*0401234567"])
-    state, actions = run(policy, state, DtmfTimeout(99.0))
+    state, _ = run(policy, state, DtmfTimeout(99.0))
     assert state.callback_number == "0401234567"
 
 

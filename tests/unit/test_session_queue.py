@@ -43,15 +43,19 @@ class ScriptedReplay(ReplayTransport):
 
 
 @pytest.fixture
-async def store(tmp_path):
-    clock = VirtualClock()
+def clock() -> VirtualClock:
+    """The replayed call's clock, which the store keeps time by too."""
+    return VirtualClock()
+
+
+@pytest.fixture
+async def store(tmp_path, clock):
     async with SqliteCallStore(tmp_path / "queue.sqlite3", now=lambda: EPOCH + timedelta(seconds=clock.now_s()),
                                poll_interval_s=0.05) as store:
-        store.clock = clock  # the call's clock, which the test hands to the session
         yield store
 
 
-async def run_queued_call(store, policy, audio: np.ndarray, script: list[str], *, caller_id: str = "replay",
+async def run_queued_call(store, clock, policy, audio: np.ndarray, script: list[str], *, caller_id: str = "replay",
                           at: list[tuple[float, Callable[[], Awaitable]]] = ()):
     loop = asyncio.get_running_loop()
     services = SessionServices(
@@ -59,8 +63,8 @@ async def run_queued_call(store, policy, audio: np.ndarray, script: list[str], *
         run_blocking=lambda fn, *a: loop.run_in_executor(None, fn, *a), completeness=fields.is_complete,
         queue=StoreQueue(store),
     )
-    transport = ScriptedReplay(audio, store.clock, list(at), caller_id=caller_id)
-    report = await CallSession(services, transport, store.clock, name="queued", call_id="queued-1").run()
+    transport = ScriptedReplay(audio, clock, list(at), caller_id=caller_id)
+    report = await CallSession(services, transport, clock, name="queued", call_id="queued-1").run()
     return report, transport
 
 
@@ -74,7 +78,7 @@ async def our_entry(store):
     return entry
 
 
-async def test_announcements_follow_the_line_as_the_caller_ahead_is_served(store, policy, speech):
+async def test_announcements_follow_the_line_as_the_caller_ahead_is_served(store, clock, policy, speech):
     await store.save_agent("alice", "sip:alice@agents.example.org", ["general"])
     await store.save_agent("bob", "sip:bob@agents.example.org", ["general"])
     await store.set_agent_state("alice", "available")
@@ -89,7 +93,7 @@ async def test_announcements_follow_the_line_as_the_caller_ahead_is_served(store
         taken.append(await store.take_next("bob", ["general"]))
 
     report, transport = await run_queued_call(
-        store, policy, call_audio(silence(3), speech, silence(130)), ["agent"],
+        store, clock, policy, call_audio(silence(3), speech, silence(130)), ["agent"],
         at=[(50.0, alice_takes_the_caller_ahead), (80.0, bob_takes_ours)])
 
     assert [e.call_id for e in taken] == [ahead.call_id, "queued-1"]
@@ -110,18 +114,19 @@ async def test_announcements_follow_the_line_as_the_caller_ahead_is_served(store
     assert entry.state == "connected" and entry.agent == "bob"
 
 
-async def test_hold_audio_plays_between_announcements(store, policy, speech):
-    report, transport = await run_queued_call(store, policy, call_audio(silence(3), speech, silence(30)), ["agent"])
+async def test_hold_audio_plays_between_announcements(store, clock, policy, speech):
+    report, transport = await run_queued_call(store, clock, policy, call_audio(silence(3), speech, silence(30)),
+                                              ["agent"])
     bot = transport.stereo()[:, 1].astype(np.float64)
     last_prompt = max(t.end_s for t in report.turns if t.speaker == "bot")
     between = bot[int((last_prompt + 1) * RATE):int((last_prompt + 9) * RATE)]
     assert np.sqrt(np.mean(between ** 2)) > 100  # SilentPrompts are silent: this is the hold loop
 
 
-async def test_a_callback_request_is_stored_with_the_confirmed_caller_id(store, policy, speech):
-    report, transport = await run_queued_call(
-        store, policy, call_audio(silence(3), speech, silence(70), tone(KEY_1_HZ), silence(12), speech, silence(12)),
-        ["agent", "yes"], caller_id="+358401234567")
+async def test_a_callback_request_is_stored_with_the_confirmed_caller_id(store, clock, policy, speech):
+    audio = call_audio(silence(3), speech, silence(70), tone(KEY_1_HZ), silence(12), speech, silence(12))
+    report, transport = await run_queued_call(store, clock, policy, audio, ["agent", "yes"],
+                                              caller_id="+358401234567")
 
     [callback] = await store.list_callbacks()
     assert (callback.number, callback.call_id, callback.queue, callback.state) == (
@@ -135,8 +140,8 @@ async def test_a_callback_request_is_stored_with_the_confirmed_caller_id(store, 
     assert report.outcome == "transferred" and transport.ended_by == "bot"
 
 
-async def test_a_caller_who_hangs_up_while_waiting_is_recorded_abandoned_with_the_wait(store, policy, speech):
-    report, _ = await run_queued_call(store, policy, call_audio(silence(3), speech, silence(40)), ["agent"])
+async def test_a_caller_who_hangs_up_while_waiting_is_recorded_abandoned_with_the_wait(store, clock, policy, speech):
+    report, _ = await run_queued_call(store, clock, policy, call_audio(silence(3), speech, silence(40)), ["agent"])
 
     entry = await our_entry(store)
     assert entry.state == "abandoned"

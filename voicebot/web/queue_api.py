@@ -246,7 +246,7 @@ class ServiceLink:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, base_url: str, token: str) -> AsyncIterator["ServiceLink"]:
+    async def open(cls, base_url: str, token: str) -> AsyncIterator[ServiceLink]:
         """Connect and check the URL and token at once, so a wrong one fails before any call is replayed."""
         if not token:
             raise ServiceError("--server needs an API token: --token or VOICEBOT_API_TOKEN (voicebot users token)")
@@ -265,7 +265,7 @@ class ServiceLink:
                 if response.status >= 400:
                     raise ServiceError(f"{method} {url}: {response.status} {_error_of(text) or response.reason}")
                 return json.loads(text) if text else {}
-        except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as e:
+        except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as e:
             raise ServiceError(f"{method} {url}: {e.__class__.__name__}: {e}") from None
 
 
