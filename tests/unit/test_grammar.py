@@ -61,13 +61,20 @@ def test_comments_quoted_tokens_and_star_are_understood() -> None:
     assert gs["g"].vocabulary >= {"thank", "you", "very"}
 
 
+def test_weights_reach_the_jsgf_an_engine_decodes_but_not_its_phrase_list() -> None:
+    gs = _set(g="public <g> = /20/ dash | /1/ x.;")
+    assert "(/20/ dash | /1/ x.)" in gs["g"].to_jsgf()
+    assert {"dash", "x."} <= set(gs["g"].phrases() or [])
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("public <g> = one | ;", "g.jsgf:1: empty alternative"),
         ("public <g> = one\n | <missing>;", "g.jsgf:2: undefined rule <missing>"),
         ("public <g> = (one | two;", "g.jsgf:1: expected ')'"),
-        ("\n\npublic <g> = one {tag};", "g.jsgf:3: unexpected character '{' (tags and weights are not supported)"),
+        ("\n\npublic <g> = one {tag};", "g.jsgf:3: unexpected character '{' (tags are not supported"),
+        ("public <g> = /2/ one | two;", "g.jsgf:1: give every alternative of a choice a weight, or none"),
         ("<g> = one;", "g.jsgf:1: no public rule"),
         ("public <g> = one <g>;", "g.jsgf:1: rule <g> is recursive"),
         ("public <g> = one;\n<g> = two;", "g.jsgf:2: rule <g> defined twice"),

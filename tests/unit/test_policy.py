@@ -203,6 +203,20 @@ def test_numeric_fields_take_keys_ended_by_hash(policy):
     assert state.fields["postal_code"] == "00510" and state.field == "monthly_rent"
 
 
+def test_a_lower_reading_with_a_dash_beats_a_rarely_issued_century_letter_heard_for_it(policy):
+    state, _ = run(policy, started(policy), utt("housing allowance please"))
+    _, actions = run(policy, state, utt("two nine zero two eight eight x one three six d",
+                                        "two nine zero two eight eight dash one three six d"))
+    assert of(actions, SaveIntake)[-1].intake.fields["personal_id"] == "290288-136D"
+
+
+def test_a_rare_century_letter_stands_when_no_reading_has_a_common_sign(policy):
+    state, _ = run(policy, started(policy), utt("housing allowance please"))
+    _, actions = run(policy, state, utt("two nine zero two eight eight x one three six d",
+                                        "two nine zero two eight eight x one three six b"))
+    assert of(actions, SaveIntake)[-1].intake.fields["personal_id"] == "290288X136D"
+
+
 def test_a_lone_zero_key_in_digit_entry_asks_for_a_person_after_the_timeout(policy):
     state, _ = run(policy, started(policy), utt("housing allowance please"))
     state, _ = run(policy, state, utt("two nine zero two eight eight dash one three six d"))

@@ -53,6 +53,9 @@ class Seq:
 @dataclass(frozen=True, slots=True)
 class Alt:
     options: tuple[Node, ...]
+    #: JSGF weights (``/20/ dash | /1/ x.``): a prior the recognizer applies where it can (PocketSphinx
+    #: turns them into transition probabilities; Vosk phrase lists cannot carry them)
+    weights: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,7 @@ _TOKEN = re.compile(
   | (?P<comment>//[^\n]*|/\*.*?\*/)
   | (?P<ruleref><[A-Za-z0-9_.\-]+>)
   | (?P<quoted>"[^"\n]*")
+  | (?P<weight>/[0-9]+(?:\.[0-9]+)?/)
   | (?P<punct>[=|()\[\];+*])
   | (?P<word>[^\s=|()\[\];+*<>"/{}]+)
   | (?P<bad>.)
@@ -106,7 +110,7 @@ def _tokenize(text: str, where: str) -> list[_Tok]:
     for m in _TOKEN.finditer(text):
         kind, value = m.lastgroup or "bad", m.group()
         if kind == "bad":
-            hint = " (tags and weights are not supported)" if value in "{}/" else ""
+            hint = " (tags are not supported; a weight is /number/)" if value in "{}/" else ""
             raise GrammarError(f"{where}:{line}: unexpected character {value!r}{hint}")
         if kind not in ("space", "comment"):
             toks.append(_Tok(kind, value, line))
@@ -173,11 +177,25 @@ class _Parser:
         return out
 
     def alternatives(self) -> Node:
+        weights = [self._weight()]
         options = [self.sequence()]
         while (tok := self._peek()) is not None and tok.text == "|":
             self._next()
+            weights.append(self._weight())
             options.append(self.sequence())
-        return options[0] if len(options) == 1 else Alt(tuple(options))
+        given = [w for w in weights if w is not None]
+        if given and (len(given) != len(weights) or len(options) == 1):
+            raise self._error("give every alternative of a choice a weight, or none")
+        if len(options) == 1:
+            return options[0]
+        return Alt(tuple(options), tuple(given) if given else None)
+
+    def _weight(self) -> float | None:
+        tok = self._peek()
+        if tok is None or tok.kind != "weight":
+            return None
+        self._next()
+        return float(tok.text.strip("/"))
 
     def sequence(self) -> Node:
         items: list[Node] = []
@@ -236,7 +254,9 @@ def _to_jsgf(node: Node, prefix: str) -> str:
     if isinstance(node, Seq):
         return " ".join(_to_jsgf(i, prefix) for i in node.items)
     if isinstance(node, Alt):
-        return "(" + " | ".join(_to_jsgf(o, prefix) for o in node.options) + ")"
+        weights = node.weights or (None,) * len(node.options)
+        return "(" + " | ".join((f"/{w:g}/ " if w is not None else "") + _to_jsgf(o, prefix)
+                                for w, o in zip(weights, node.options)) + ")"
     if isinstance(node, Optional_):
         return "[" + _to_jsgf(node.body, prefix) + "]"
     return "(" + _to_jsgf(node.body, prefix) + ")" + ("+" if node.at_least_one else "*")

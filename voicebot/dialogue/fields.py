@@ -9,7 +9,7 @@ from voicebot.dialogue.spoken import is_complete, parse_field_choice, parse_yes_
 from voicebot.dialogue.validators import Invalid, Parsed, parse_dtmf as _parse_dtmf
 
 __all__ = [
-    "Invalid", "Parsed", "is_complete", "parse_dtmf", "parse_field", "parse_field_choice", "parse_yes_no",
+    "Invalid", "Parsed", "is_complete", "is_likely", "parse_dtmf", "parse_field", "parse_field_choice", "parse_yes_no",
     "speak_reference", "speak_value",
 ]
 
@@ -25,6 +25,18 @@ def parse_field(kind: str, text: str, today: date) -> Parsed | Invalid | None:
     if kind == "household_size":
         return spoken.parse_household_size(text)
     raise ValueError(f"unknown field kind {kind!r}")
+
+
+#: century signs of nearly every identity code in use: '-' (1900s) and 'A' (2000s); the other letters
+#: (in force since 2023) are issued only when a day's individual numbers run out, '+' means the 1800s
+COMMON_CENTURY_SIGNS = frozenset("-A")
+
+
+def is_likely(kind: str, value: object) -> bool:
+    """Whether a valid value is a common one: a recognizer's 'ex' for 'dash' still makes a valid code."""
+    if kind == "personal_id":
+        return str(value)[6:7] in COMMON_CENTURY_SIGNS
+    return True
 
 
 def parse_dtmf(kind: str, keys: str) -> Parsed | Invalid | None:

@@ -95,20 +95,28 @@ def _event_time(event: CallerEvent) -> float:
 T = TypeVar("T")
 
 
-def _look_down(turn: _Turn, utt: Utterance, parse: Callable[[str], Parsed[T] | Invalid | None]
-               ) -> Parsed[T] | Invalid | None:
+def _look_down(turn: _Turn, utt: Utterance, parse: Callable[[str], Parsed[T] | Invalid | None],
+               likely: Callable[[T], bool] | None = None) -> Parsed[T] | Invalid | None:
     """The first n-best alternative that parses (noted as the turn's reading), else the first problem found.
 
-    Lower alternatives often hold the right digits or the clear "yes" the top one garbled.
+    Lower alternatives often hold the right digits or the clear "yes" the top one garbled. With
+    ``likely``, a lower reading the domain finds far more probable wins over an unlikely first one
+    (an identity code with a dash over one with a rarely issued century letter heard in its place).
     """
     first_problem: Invalid | None = None
+    first: tuple[float, Parsed[T]] | None = None
     for alt in utt.alternatives:
         result = parse(alt.text)
         if isinstance(result, Parsed):
-            turn.actions.append(RecognizedIntent(None, alt.confidence))
-            return result
-        if isinstance(result, Invalid) and first_problem is None:
+            if likely is None or likely(result.value):
+                first = (alt.confidence, result)
+                break
+            first = first or (alt.confidence, result)
+        elif isinstance(result, Invalid) and first_problem is None:
             first_problem = result
+    if first is not None:
+        turn.actions.append(RecognizedIntent(None, first[0]))
+        return first[1]
     return first_problem
 
 
@@ -320,7 +328,8 @@ class Policy:
     def _field_answer(self, turn: _Turn, utt: Utterance) -> None:
         fld = self._current_field(turn.state)
         assert fld is not None
-        result = _look_down(turn, utt, lambda text: formfields.parse_field(fld.kind, text, self._today))
+        result = _look_down(turn, utt, lambda text: formfields.parse_field(fld.kind, text, self._today),
+                            likely=lambda value: formfields.is_likely(fld.kind, value))
         if isinstance(result, Parsed):
             self._field_result(turn, fld, result)
             return
