@@ -31,13 +31,33 @@ def pytest_collection_modifyitems(items):
             item.fixturenames.append("loop_guard")
 
 
+async def _watch_lag(seen: list[str], period_s: float = 0.05) -> None:
+    """Record every time the loop came back later than SLOW_CALLBACK_S after a short sleep."""
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(period_s)
+        lag_s = loop.time() - start - period_s
+        if lag_s > SLOW_CALLBACK_S:
+            seen.append(f"Executing <the loop> took {lag_s:.3f} seconds")
+
+
 @pytest.fixture
 async def loop_guard(request):
-    """Fail a test that leaves tasks running or blocks the loop."""
+    """Fail a test that leaves tasks running or blocks the loop.
+
+    Tests marked ``pjsip`` run PJSIP's media threads in the test process: asyncio's debug mode
+    extracts a Python stack on every cross-thread post from those threads, which crashed the
+    interpreter under load (a segfault in traceback extraction); there a lag watchdog stands in.
+    """
     loop = asyncio.get_running_loop()
-    loop.set_debug(True)
-    loop.slow_callback_duration = SLOW_CALLBACK_S
     handler = _SlowCallbacks()
+    watchdog: asyncio.Task | None = None
+    if "pjsip" in request.keywords:
+        watchdog = asyncio.create_task(_watch_lag(handler.seen))
+    else:
+        loop.set_debug(True)
+        loop.slow_callback_duration = SLOW_CALLBACK_S
     logger = logging.getLogger("asyncio")
     logger.addHandler(handler)
     before = asyncio.all_tasks()
@@ -45,6 +65,9 @@ async def loop_guard(request):
         yield
     finally:
         logger.removeHandler(handler)
+        if watchdog is not None:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
     leaked = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()]
     for t in leaked:
         t.cancel()

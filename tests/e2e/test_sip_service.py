@@ -35,7 +35,7 @@ from voicebot.storage.recorder import StoreRecorder
 from voicebot.web import run_http
 from voicebot.web.api import make_app
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.pjsip]
 
 #: the recognizer the replay e2e tests use too
 ENGINE = "pocketsphinx"
