@@ -746,12 +746,20 @@ class SqliteCallStore(R.StoreBase):
         return self._migrate()
 
     def _migrate(self) -> int:
-        """Alembic on its own connection, the whole upgrade one transaction under SQLite's write lock."""
+        """Alembic on its own connection, the whole upgrade one transaction under SQLite's write lock.
+
+        A database already at the latest version (every worker process opening the service's store)
+        is read and left alone: no write lock, so processes starting together do not queue for it.
+        """
         from sqlalchemy import URL, create_engine, event
         from sqlalchemy.exc import SQLAlchemyError
         from sqlalchemy.pool import NullPool
 
-        from voicebot.storage.migrations import upgrade
+        from voicebot.storage.migrations import latest_version, upgrade
+
+        latest = latest_version(self.backend)
+        if self._current_version() == latest:
+            return latest
 
         engine = create_engine(URL.create("sqlite", database=str(self.path)), poolclass=NullPool,
                                connect_args={"timeout": self._busy_timeout_s})
@@ -776,6 +784,18 @@ class SqliteCallStore(R.StoreBase):
         if after != before:
             log.info("call store %s: schema upgraded from version %d to %d", self.path, before, after)
         return after
+
+    def _current_version(self) -> int | None:
+        """The schema version alembic recorded, read without a write lock; None when there is none."""
+        assert self._conn is not None
+        try:
+            row = self._conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        except sqlite3.DatabaseError:
+            return None
+        try:
+            return int(row[0]) if row else None
+        except ValueError:
+            return None
 
     def _close_connection(self) -> None:
         conn, self._conn = self._conn, None
