@@ -12,6 +12,9 @@ from tests.store_backends import pg_cluster, pg_url, store_url  # noqa: F401
 
 #: a callback holding the loop longer than this is a blocking call that belongs in an executor
 SLOW_CALLBACK_S = 0.3
+#: the lag watchdog sees the loop's whole delay (waiting for the GIL and a CPU too, not only the
+#: callback's own time), so it allows more before calling it a blocking call
+SLOW_LOOP_LAG_S = 1.0
 
 
 class _SlowCallbacks(logging.Handler):
@@ -32,13 +35,13 @@ def pytest_collection_modifyitems(items):
 
 
 async def _watch_lag(seen: list[str], period_s: float = 0.05) -> None:
-    """Record every time the loop came back later than SLOW_CALLBACK_S after a short sleep."""
+    """Record every time the loop came back later than SLOW_LOOP_LAG_S after a short sleep."""
     loop = asyncio.get_running_loop()
     while True:
         start = loop.time()
         await asyncio.sleep(period_s)
         lag_s = loop.time() - start - period_s
-        if lag_s > SLOW_CALLBACK_S:
+        if lag_s > SLOW_LOOP_LAG_S:
             seen.append(f"Executing <the loop> took {lag_s:.3f} seconds")
 
 

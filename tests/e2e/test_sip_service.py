@@ -28,11 +28,14 @@ from voicebot.app import Runtime, open_runtime
 from voicebot.audio.wav import load_wav, write_wav
 from voicebot.config import load_settings
 from voicebot.metrics import CallMetrics
+from voicebot.privacy import mask_json
 from voicebot.sip.service import SipService, open_sip_service
 from voicebot.sip.settings import SipRegistration, SipSettings, SipTransferSettings
 from voicebot.storage import SqliteCallStore
+from voicebot.storage.records import User
 from voicebot.storage.recorder import StoreRecorder
 from voicebot.web import run_http
+from voicebot.web.accounts import issue_token
 from voicebot.web.api import make_app
 
 pytestmark = [pytest.mark.slow, pytest.mark.pjsip]
@@ -47,6 +50,8 @@ class Stack:
     sip: SipService
     runtime: Runtime
     api_url: str
+    #: a supervisor's API token (the API needs a login)
+    token: str
 
     @property
     def uri(self) -> str:
@@ -55,7 +60,7 @@ class Stack:
 
     async def get(self, path: str) -> dict:
         async with aiohttp.ClientSession() as http:
-            async with http.get(self.api_url + path) as resp:
+            async with http.get(self.api_url + path, headers={"Authorization": f"Bearer {self.token}"}) as resp:
                 assert resp.status == 200, await resp.text()
                 return await resp.json()
 
@@ -79,11 +84,13 @@ async def sip_stack(tmp_path: Path, **sip: object) -> AsyncIterator[Stack]:
     settings = replace(settings, data_dir=tmp_path / "data")
     sip_settings = SipSettings(host="127.0.0.1", port=free_udp_tcp_port(), rtp_port=0, rtp_port_range=0, **sip)
     async with SqliteCallStore(tmp_path / "data" / "voicebot.sqlite3") as store:
+        await store.add_user(User("sam", "supervisor", "$argon2id$not-used-here"))
+        token, _ = await issue_token(store, "sam")
         metrics = CallMetrics()
         async with open_runtime(settings, StoreRecorder(store, metrics)) as runtime:
             async with run_http(make_app(store, metrics), port=0) as http:
                 async with open_sip_service(runtime, sip_settings) as service:
-                    yield Stack(service, runtime, http.url)
+                    yield Stack(service, runtime, http.url, token)
 
 
 @contextlib.asynccontextmanager
@@ -108,7 +115,8 @@ async def voicebot_replay(wavs: list[Path]) -> dict[str, dict]:
 
 
 def intake_without_reference(record: dict) -> dict | None:
-    intake = record["intake"]
+    """The intake as the API shows it (identity codes masked), without the reference number."""
+    intake = mask_json(record["intake"])
     return None if intake is None else {k: v for k, v in intake.items() if k != "reference"}
 
 
