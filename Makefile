@@ -28,8 +28,17 @@ run: setup
 replay: setup
 	$(BIN)/voicebot replay $(EXAMPLES)
 
+# Tests with PJSIP inside the test process run in a pytest of their own: PJSIP's media threads
+# calling into Python have crashed that process (SIGSEGV) on a heavily loaded machine, and a crash
+# must not take the rest of the suite's results with it. A run killed by a signal is run once more,
+# loudly; a test that fails, fails. (The service itself runs PJSIP in restartable worker processes.)
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not pjsip"
+	@$(BIN)/pytest -q -m pjsip; code=$$?; \
+	if [ $$code -gt 128 ]; then \
+	  echo "WARNING: the in-process PJSIP tests were killed by signal $$((code - 128)); running them once more"; \
+	  $(BIN)/pytest -q -m pjsip; code=$$?; \
+	fi; exit $$code
 
 setup: debs $(STAMP) $(ADAPTED)
 
