@@ -140,3 +140,13 @@ def test_grammar_word_missing_from_the_dictionary_is_named(tmp_path: Path) -> No
     grammars = GrammarSet.from_texts({"odd": "public <odd> = yes | flurbzle;"})
     with pytest.raises(RecognizerError, match="grammar 'odd'.*flurbzle"):
         PocketSphinxEngine(grammars, ["hello there"], cache_dir=tmp_path)
+
+
+def test_a_call_decodes_the_same_whatever_the_process_decoded_before(engine: PocketSphinxEngine,
+                                                                      tmp_path: Path) -> None:
+    """Replayed and live calls must agree: no hidden state from earlier calls (dither, noise tracker)."""
+    said = speak(tmp_path, "Can I get remote service by video?", "en-us+f3")
+    first, _ = recognize(engine, said, None)
+    recognize(engine, speak(tmp_path, "My car is parked on the street.", "en-gb", 180), None)
+    again, _ = recognize(engine, said, None)
+    assert again == first

@@ -26,10 +26,12 @@ import math
 import os
 import tempfile
 import threading
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import pocketsphinx
 
 from voicebot.asr.base import Recognition, RecognizerError
@@ -57,12 +59,16 @@ class PocketSphinxOptions:
         default_factory=lambda: {
             # more Gaussians per frame: +2 of 21 identity codes right in our runs
             "topn": 16,
-            # calls carry stretches of exact digital silence; without dither
-            # their log energy breaks the cepstral mean and digits go wrong
-            "dither": True,
-            "seed": 1,  # reproducible dither
+            # dither is added here, per utterance (see dither_seed)
+            "dither": False,
         }
     )
+    #: calls carry stretches of exact digital silence; without dither their log
+    #: energy breaks the cepstral mean and digits go wrong. PocketSphinx's own
+    #: dither draws from one process-wide generator, so a turn's words depended
+    #: on whatever the process had decoded before (the same call replayed twice
+    #: came out differently); ours starts from this seed at every utterance.
+    dither_seed: int = 1
     #: PocketSphinx settings for the grammar (FSG) searches only: a stronger word
     #: insertion penalty stops a trailing breath from becoming one more digit
     #: ("nine hundred fifty" heard as 958); corpus 46 -> 47 of 59 calls
@@ -226,6 +232,8 @@ class PocketSphinxStream:
         self._caller_cmn = engine._initial_cmn
         self._caller_frames = 0
         self._cmn_used = engine._initial_cmn
+        self._dither = np.random.default_rng(engine.options.dither_seed)
+        _reset_noise_tracker(decoder)
         fd, path = tempfile.mkstemp(prefix="voicebot-lattice-", suffix=".lat")
         os.close(fd)
         self._lattice_path = path
@@ -244,8 +252,10 @@ class PocketSphinxStream:
             decoder.start_utt()
             self._in_utterance = True
             self._audio.clear()
+            self._dither = np.random.default_rng(self._engine.options.dither_seed)
+        pcm = _dithered(pcm, self._dither)
         self._audio += pcm
-        decoder.process_raw(bytes(pcm))
+        decoder.process_raw(pcm)
 
     def partial(self) -> str:
         if not self._in_utterance:
@@ -363,6 +373,24 @@ class PocketSphinxStream:
         except RuntimeError:
             return []
         return list(seen.items())
+
+def _reset_noise_tracker(decoder: pocketsphinx.Decoder) -> None:
+    """A new caller: noise statistics start afresh, so a call decodes the same whoever called before.
+
+    The binding calls this "deprecated and unnecessary" because decoders
+    adapt anyway; for a pooled decoder it is what keeps calls independent.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        decoder.start_stream()
+
+
+def _dithered(pcm: bytes, rng: np.random.Generator) -> bytes:
+    """PocketSphinx's dither (one LSB added to a quarter of the samples), from our own generator."""
+    samples = np.frombuffer(pcm, dtype="<i2")
+    bump = rng.random(samples.size) < 0.25
+    return np.minimum(samples.astype(np.int32) + bump, 32767).astype("<i2").tobytes()
+
 
 def _cmn_of(decoder: pocketsphinx.Decoder) -> tuple[float, ...]:
     try:
