@@ -79,17 +79,15 @@ async def _serve_in_process(settings: Settings, store: CallStore, shutdown: Shut
 
 async def _serve_with_workers(settings: Settings, store: CallStore, shutdown: ShutdownSignals,
                               on_ready: Callable[[ServiceInfo], None] | None) -> None:
-    from voicebot.sip.front import WorkerAddress, open_front
+    from voicebot.sip.front import WORKER_SIDE_HOST, WorkerAddress, open_front
     from voicebot.sip.pool import WORKER_HOST, open_worker_pool
 
     sip = settings.sip
     count = sip.worker_count
-    if sip.port == 0:  # any free ports (tests)
-        front_port, *ports = _free_ports(count + 1)
-        settings = replace(settings, sip=replace(sip, port=front_port))
+    any_port = sip.port == 0  # tests: the front on a free port, each worker on the one it finds
+    if any_port:
+        settings = replace(settings, sip=replace(sip, port=_free_ports(1)[0]))
         sip = settings.sip
-    else:  # the workers' loopback ports follow the public one
-        ports = [sip.port + 1 + i for i in range(count)]
     run_dir = settings.data_dir / "run"
     metrics_dir = run_dir / "metrics"
     shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -109,24 +107,33 @@ async def _serve_with_workers(settings: Settings, store: CallStore, shutdown: Sh
 
     app = make_app(store, metrics, health_check=health, retention=settings.retention,
                    recordings_dir=settings.recordings_dir)
-    async with run_http(app, settings.http.host, settings.http.port) as http:
-        async with open_front(sip, [WorkerAddress(p, WORKER_HOST) for p in ports], run_dir) as front:
-            front_address = f"{front.host}:{front.port}"
-            async with open_worker_pool(settings, ports, front_address, metrics_dir=str(metrics_dir),
-                                        on_exit=metrics.worker_exited) as pool:
-                await front.reset_workers()  # into the rotation now, not at the front's next probe
-                parts.update(front=front, pool=pool)
-                dial = f"{sip.public_address or front.host}:{front.port}"
-                _ready(on_ready, ServiceInfo(dial, http.url, count, min(sip.max_calls, count * sip.capacity)))
-                await shutdown.drain.wait()
-                pool.drain()
-                ended = asyncio.create_task(pool.wait())
-                cut_short = asyncio.create_task(shutdown.now.wait())
-                await asyncio.wait({ended, cut_short}, return_when=asyncio.FIRST_COMPLETED)
-                if cut_short.done():
-                    pool.end_calls()
-                cut_short.cancel()
-                await asyncio.gather(ended, cut_short, return_exceptions=True)
+    async with contextlib.AsyncExitStack() as stack:
+        http = await stack.enter_async_context(run_http(app, settings.http.host, settings.http.port))
+        pool_args = dict(metrics_dir=str(metrics_dir), on_exit=metrics.worker_exited)
+        front_address = f"{WORKER_SIDE_HOST}:{sip.port}"  # the workers' outbound proxy
+        if any_port:  # workers first: the front's list needs the ports they found
+            pool = await stack.enter_async_context(open_worker_pool(settings, [0] * count, front_address, **pool_args))
+            front = await stack.enter_async_context(
+                open_front(sip, [WorkerAddress(p, WORKER_HOST) for p in pool.ports], run_dir))
+        else:  # the workers' loopback ports follow the public one
+            ports = [sip.port + 1 + i for i in range(count)]
+            front = await stack.enter_async_context(
+                open_front(sip, [WorkerAddress(p, WORKER_HOST) for p in ports], run_dir))
+            pool = await stack.enter_async_context(
+                open_worker_pool(settings, ports, front_address, **pool_args))
+        await front.reset_workers()  # into the rotation now, not at the front's next probe
+        parts.update(front=front, pool=pool)
+        dial = f"{sip.public_address or front.host}:{front.port}"
+        _ready(on_ready, ServiceInfo(dial, http.url, count, min(sip.max_calls, count * sip.capacity)))
+        await shutdown.drain.wait()
+        pool.drain()
+        ended = asyncio.create_task(pool.wait())
+        cut_short = asyncio.create_task(shutdown.now.wait())
+        await asyncio.wait({ended, cut_short}, return_when=asyncio.FIRST_COMPLETED)
+        if cut_short.done():
+            pool.end_calls()
+        cut_short.cancel()
+        await asyncio.gather(ended, cut_short, return_exceptions=True)
 
 
 def _ready(on_ready: Callable[[ServiceInfo], None] | None, info: ServiceInfo) -> None:

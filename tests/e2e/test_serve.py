@@ -53,16 +53,18 @@ async def test_kill_9_mid_form_then_restart_keeps_the_transcript_and_every_field
         await phone.dial(svc.uri)
         await phone.wait_event("CALL_ESTABLISHED", 20)
 
+        seen: dict = {}
+
         async def two_fields_saved():
             calls = (await svc.get("/api/calls"))["calls"]
             if not calls:
                 return None
-            record = await svc.get(f"/api/calls/{calls[0]['call_id']}")
+            record = seen["record"] = await svc.get(f"/api/calls/{calls[0]['call_id']}")
             fields = (record["intake"] or {}).get("fields", {})
             return record if {"personal_id", "postal_code"} <= set(fields) else None
 
         before = await wait_for(two_fields_saved, 120, "the ID and postal code to be saved",
-                                lambda: svc.log()[-6000:])
+                                lambda: f"{svc.log()[-3000:]}\nthe call so far: {seen.get('record')}")
         svc.signal(signal.SIGKILL, group=True)
         await svc.wait(10)
         await phone.hangup()

@@ -2,6 +2,8 @@
 
 Each worker gets a fixed loopback SIP port for its life, so one that crashes
 is started again on the same port and the front's dispatch list never changes.
+Port 0 (tests) lets each worker's first start take any free port, which it
+reports; choosing free ports up front raced with other processes binding them.
 No pjsua2 here: the service process itself never loads PJSIP in this mode.
 """
 
@@ -130,6 +132,8 @@ class WorkerPool:
         if not line.startswith(READY.encode()):
             await proc.wait()
             raise SipError(f"call worker {index} could not start (exit code {proc.returncode}; its error is above)")
+        if self.ports[index] == 0:
+            self.ports[index] = int(line.split()[1])
         log.info("call worker %d (pid %d) answers on %s:%d", index, proc.pid, WORKER_HOST, self.ports[index])
 
     async def _watch(self, index: int) -> None:
