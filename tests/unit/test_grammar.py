@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,16 @@ def test_weights_reach_the_jsgf_an_engine_decodes_but_not_its_phrase_list() -> N
     gs = _set(g="public <g> = /20/ dash | /1/ x.;")
     assert "(/20/ dash | /1/ x.)" in gs["g"].to_jsgf()
     assert {"dash", "x."} <= set(gs["g"].phrases() or [])
+
+
+def test_log_prior_is_the_normalised_weight_of_each_choice_along_the_parse() -> None:
+    gs = _set(g="public <g> = <digit>+ (/3/ dash | /1/ x.) [please];\n<digit> = one | two;")
+    g = gs["g"]
+    assert g.log_prior("one two dash".split()) == pytest.approx(math.log(3 / 4))
+    assert g.log_prior("two x. please".split()) == pytest.approx(math.log(1 / 4))
+    assert g.log_prior("goodbye".split()) == 0.0  # a command: no weights on its way
+    assert g.log_prior("dash".split()) is None  # + needs a digit
+    assert g.log_prior("one dash dash".split()) is None
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,9 @@ This module knows no engine; each engine asks for the form it can load
 from __future__ import annotations
 
 import itertools
+import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -386,6 +387,20 @@ class Grammar:
             lines += self._commands.jsgf_rules("c_")
         return "\n".join(lines) + "\n"
 
+    def log_prior(self, words: Sequence[str]) -> float | None:
+        """Natural log of the JSGF weights along the best parse of ``words`` (dictionary spellings),
+        or None when the grammar does not accept them.
+
+        Only explicit weights count (each normalised within its alternative):
+        engines that rank a lattice without the grammar (PocketSphinx's best
+        path) re-score with this, so the prior the grammar states still holds.
+        """
+        target = tuple(words)
+        scores = [_Matcher(rules, target).match(RuleRef(rules.root, 0), 0).get(len(target))
+                  for rules in (self._own, self._commands) if rules is not None]
+        found = [x for x in scores if x is not None]
+        return max(found) if found else None
+
     def phrases(self, limit: int = MAX_PHRASES) -> list[str] | None:
         """Every sentence the grammar accepts, when that is a finite list of at most ``limit``."""
         own = self._own.expand(RuleRef(self._own.root, 0), limit)
@@ -398,6 +413,60 @@ class Grammar:
                 return None
             out += [" ".join(s) for s in cmds if s]
         return list(dict.fromkeys(out))
+
+
+class _Matcher:
+    """Parses one word sequence with one rule set: for a node and a start, the ends it can reach
+    and the best log weight of getting there."""
+
+    def __init__(self, rules: _RuleSet, words: tuple[str, ...]) -> None:
+        self._rules = rules
+        self._words = words
+        self._memo: dict[tuple[int, int], dict[int, float]] = {}
+
+    def match(self, node: Node, start: int) -> dict[int, float]:
+        key = (id(node), start)
+        if key not in self._memo:
+            self._memo[key] = self._match(node, start)
+        return self._memo[key]
+
+    def _match(self, node: Node, start: int) -> dict[int, float]:
+        if isinstance(node, Word):
+            ok = start < len(self._words) and self._words[start] == node.text
+            return {start + 1: 0.0} if ok else {}
+        if isinstance(node, RuleRef):
+            return self.match(self._rules.rules[node.name].body, start)
+        if isinstance(node, Seq):
+            ends = {start: 0.0}
+            for item in node.items:
+                ends = _best_of((end, s + t) for pos, s in ends.items() for end, t in self.match(item, pos).items())
+            return ends
+        if isinstance(node, Alt):
+            total = sum(node.weights) if node.weights else 0.0
+            logs = [math.log(w / total) if total > 0 and w > 0 else (0.0 if not total else -math.inf)
+                    for w in (node.weights or (0.0,) * len(node.options))]
+            return _best_of((end, s + lw) for option, lw in zip(node.options, logs)
+                            for end, s in self.match(option, start).items())
+        if isinstance(node, Optional_):
+            return _best_of([(start, 0.0), *self.match(node.body, start).items()])
+        # Repeat: keep extending until no new end is reached (ends only grow, words are finite)
+        ends = dict(self.match(node.body, start))
+        if not node.at_least_one:
+            ends = _best_of([(start, 0.0), *ends.items()])
+        frontier = [e for e in ends if e != start]
+        while frontier:
+            grown = _best_of((end, ends[pos] + s) for pos in frontier for end, s in self.match(node.body, pos).items())
+            frontier = [e for e, s in grown.items() if e not in ends or s > ends[e]]
+            ends.update({e: grown[e] for e in frontier})
+        return ends
+
+
+def _best_of(pairs: Iterable[tuple[int, float]]) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for end, score in pairs:
+        if score > out.get(end, -math.inf):
+            out[end] = score
+    return out
 
 
 def _safe(name: str) -> str:

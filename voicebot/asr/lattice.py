@@ -13,6 +13,7 @@ import math
 import re
 from collections import defaultdict, deque
 from dataclasses import dataclass
+from typing import Sequence
 
 _FILLER = re.compile(r"^(<.*>|\[.*\]|\+\+.*\+\+)$")
 _VARIANT = re.compile(r"\(\d+\)$")
@@ -132,6 +133,45 @@ def distinct_paths(lattice: Lattice, *, word_penalty: float = 0.0, limit: int = 
             best[words] = total
     ranked = sorted(best.items(), key=lambda kv: -kv[1])[:limit]
     return [PathScore(words, score) for words, score in ranked]
+
+
+def sentence_score(lattice: Lattice, words: Sequence[str], *, word_penalty: float = 0.0) -> float | None:
+    """The best path score of a path through ``lattice`` saying exactly ``words`` (silence and noise
+    between them free), or None when the lattice has no such path.
+
+    Lets an n-best list from elsewhere (the decoder's own A*, which repeats one
+    sentence once per timing) be scored on the same scale as ``distinct_paths``.
+    """
+    target = tuple(words)
+    out_edges: dict[int, list[LatticeEdge]] = defaultdict(list)
+    for e in lattice.edges:
+        out_edges[e.source].append(e)
+    neg = -math.inf
+    # best[n][k]: best score of a path from the start to node n having said target[:k]
+    best: dict[int, dict[int, float]] = defaultdict(dict)
+    first = spoken(lattice.nodes[lattice.initial].word)
+    if first is None:
+        best[lattice.initial][0] = 0.0
+    elif target[:1] == (first,):
+        best[lattice.initial][1] = word_penalty
+    for n in _topological(lattice, out_edges):
+        here = best.get(n)
+        if not here:
+            continue
+        for e in out_edges[n]:
+            word = spoken(lattice.nodes[e.target].word)
+            there = best[e.target]
+            for k, score in here.items():
+                if word is None:
+                    k2, s = k, score + e.score
+                elif k < len(target) and target[k] == word:
+                    k2, s = k + 1, score + e.score + word_penalty
+                else:
+                    continue
+                if s > there.get(k2, neg):
+                    there[k2] = s
+    final = best.get(lattice.final, {}).get(len(target))
+    return final
 
 
 def _path_words(

@@ -36,7 +36,7 @@ import pocketsphinx
 
 from voicebot.asr.base import Recognition, RecognizerError
 from voicebot.asr.grammar import GrammarSet, normalize_result
-from voicebot.asr.lattice import distinct_paths, parse_sphinx_lattice
+from voicebot.asr.lattice import distinct_paths, parse_sphinx_lattice, sentence_score
 from voicebot.asr.lm import LmOptions, build_arpa, general_unigrams, tokenize, unknown_words
 from voicebot.events import Alternative
 
@@ -84,6 +84,13 @@ class PocketSphinxOptions:
     share_temperature_nats: float = 6.0
     #: word penalty (natural log) when ranking lattice paths
     lattice_word_penalty: float = -2.0
+    #: how much a grammar's JSGF weights count against lattice path scores when
+    #: ranking (PocketSphinx's own language weight, lw, which its first pass applies)
+    grammar_prior_weight: float = 6.5
+    #: the decoder's A* n-best: paths read, and distinct sentences kept (a
+    #: spoken identity code: ~1500 paths, 30 ms, for 14 sentences)
+    astar_paths: int = 2000
+    astar_sentences: int = 30
 
 
 def stock_model_dir() -> Path:
@@ -321,14 +328,19 @@ class PocketSphinxStream:
         if not first_pass:
             return Recognition(())
         top = max(0.0, min(1.0, decoder.logmath.exp(hyp.prob))) if hyp.prob else 0.5
-        paths = self._alternatives(decoder, first_pass)
-        # The first pass knows the grammar's and the LM's weights, which the
-        # lattice file lacks: it stays first, the lattice supplies the rest.
-        best = first_pass
         options = self._engine.options
+        if self._search == OPEN_SEARCH:
+            # The first pass knows the LM's weights, which the n-best scores are not
+            # comparable with: it stays first, the n-best supplies the rest.
+            paths = self._lm_alternatives(decoder)
+            best, temp = first_pass, options.open_share_temperature
+        else:
+            # A grammar's best is the lattice's best re-scored with the grammar's own weights.
+            paths = self._grammar_alternatives(decoder)
+            best = max(paths, key=lambda p: p[1])[0] if paths else first_pass
+            temp = options.share_temperature_nats
         scores = dict(paths)
         best_score = scores.get(best, max(scores.values(), default=0.0))
-        temp = options.open_share_temperature if self._search == OPEN_SEARCH else options.share_temperature_nats
         weights = {text: math.exp(max(-50.0, min(0.0, s - best_score) / temp)) for text, s in scores.items()}
         weights[best] = 1.0
         ranked = [best] + [t for t, _ in sorted(paths, key=lambda p: -p[1]) if t != best]
@@ -336,11 +348,14 @@ class PocketSphinxStream:
         alternatives = tuple(Alternative(t, round(top * weights[t], 4)) for t in ranked)
         return Recognition(alternatives)
 
-    def _alternatives(self, decoder: pocketsphinx.Decoder, best: str) -> list[tuple[str, float]]:
-        """Distinct sentences with their path scores (natural log)."""
+    def _grammar_alternatives(self, decoder: pocketsphinx.Decoder) -> list[tuple[str, float]]:
+        """Distinct sentences with their lattice path scores plus the grammar's log weights (natural log).
+
+        Candidates are the best path through each lattice node and the decoder's
+        own A* n-best; the latter finds combinations no single best path holds
+        ("dash" from one path with the check letter of another).
+        """
         options = self._engine.options
-        if self._search == OPEN_SEARCH:
-            return self._lm_alternatives(decoder)
         if decoder.n_frames() > options.max_lattice_frames:
             return []
         try:
@@ -352,13 +367,37 @@ class PocketSphinxStream:
                 parsed = parse_sphinx_lattice(f.read(), _LOG_BASE)
         except (RuntimeError, ValueError, OSError):
             return []
-        paths = distinct_paths(parsed, word_penalty=options.lattice_word_penalty, limit=options.nbest * 3)
-        out: list[tuple[str, float]] = []
-        for p in paths:
-            text = normalize_result(" ".join(p.words))
-            if text:
-                out.append((text, p.score))
-        return out
+        penalty = options.lattice_word_penalty
+        candidates = {p.words: p.score for p in distinct_paths(parsed, word_penalty=penalty, limit=options.nbest * 3)}
+        for words in self._astar_sentences(decoder):
+            if words not in candidates:
+                score = sentence_score(parsed, words, word_penalty=penalty)
+                if score is not None:
+                    candidates[words] = score
+        grammar = self._engine.grammars[self._search]
+        out: dict[str, float] = {}
+        for words, score in candidates.items():
+            text = normalize_result(" ".join(words))
+            prior = grammar.log_prior(words)
+            total = score + options.grammar_prior_weight * (prior if prior is not None else 0.0)
+            if text and total > out.get(text, -math.inf):
+                out[text] = total
+        return list(out.items())
+
+    def _astar_sentences(self, decoder: pocketsphinx.Decoder) -> list[tuple[str, ...]]:
+        """Distinct word strings from the decoder's A* n-best, which repeats a sentence once per timing."""
+        options = self._engine.options
+        seen: dict[tuple[str, ...], None] = {}
+        try:
+            for i, hyp in enumerate(decoder.nbest()):
+                if i >= options.astar_paths or len(seen) >= options.astar_sentences:
+                    break
+                words = tuple(hyp.hypstr.split())
+                if words:
+                    seen.setdefault(words)
+        except RuntimeError:
+            return []
+        return list(seen)
 
     def _lm_alternatives(self, decoder: pocketsphinx.Decoder) -> list[tuple[str, float]]:
         """The decoder's own A* n-best (it knows the LM scores), made distinct."""
