@@ -17,8 +17,10 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import random
 import socket
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Callable
 
 from voicebot.config import Settings
@@ -27,6 +29,7 @@ from voicebot.shutdown import ShutdownSignals
 from voicebot.storage import open_store
 from voicebot.storage.base import CallStore
 from voicebot.web import run_http
+from voicebot.web.agent_api import AGENT_URI_CHECK
 from voicebot.web.api import make_app
 
 log = logging.getLogger("voicebot")
@@ -50,6 +53,7 @@ async def run_service(settings: Settings, *, on_ready: Callable[[ServiceInfo], N
         if shutdown is None:
             shutdown = stack.enter_context(ShutdownSignals())
         async with open_store(settings) as store:
+            await _check_agents(settings, store)
             if settings.sip.worker_count == 0:
                 await _serve_in_process(settings, store, shutdown, on_ready)
             else:
@@ -59,7 +63,7 @@ async def run_service(settings: Settings, *, on_ready: Callable[[ServiceInfo], N
 
 async def _serve_in_process(settings: Settings, store: CallStore, shutdown: ShutdownSignals,
                             on_ready: Callable[[ServiceInfo], None] | None) -> None:
-    from voicebot.app import open_runtime
+    from voicebot.app import open_runtime, service_queue
     from voicebot.sip.service import open_sip_service
     from voicebot.storage.recorder import StoreRecorder
 
@@ -67,8 +71,10 @@ async def _serve_in_process(settings: Settings, store: CallStore, shutdown: Shut
                 " blocking or rate limits): for development", settings.sip.capacity)
     metrics = CallMetrics()
     app = make_app(store, metrics, retention=settings.retention, recordings_dir=settings.recordings_dir)
+    app[AGENT_URI_CHECK] = agent_uri_check(settings)
     async with run_http(app, settings.http.host, settings.http.port) as http:
-        async with open_runtime(settings, StoreRecorder(store, metrics)) as runtime:
+        async with open_runtime(settings, StoreRecorder(store, metrics),
+                                queue=service_queue(settings, store)) as runtime:
             recordings = settings.recordings_dir if settings.recording.enabled else None
             async with open_sip_service(runtime, settings.sip, recordings_dir=recordings) as sip:
                 assert sip.address is not None
@@ -86,7 +92,7 @@ async def _serve_with_workers(settings: Settings, store: CallStore, shutdown: Sh
     count = sip.worker_count
     any_port = sip.port == 0  # tests: the front on a free port, each worker on the one it finds
     if any_port:
-        settings = replace(settings, sip=replace(sip, port=_free_ports(1)[0]))
+        settings = replace(settings, sip=replace(sip, port=_free_port()))
         sip = settings.sip
     run_dir = settings.data_dir / "run"
     metrics_dir = run_dir / "metrics"
@@ -107,6 +113,7 @@ async def _serve_with_workers(settings: Settings, store: CallStore, shutdown: Sh
 
     app = make_app(store, metrics, health_check=health, retention=settings.retention,
                    recordings_dir=settings.recordings_dir)
+    app[AGENT_URI_CHECK] = agent_uri_check(settings)
     async with contextlib.AsyncExitStack() as stack:
         http = await stack.enter_async_context(run_http(app, settings.http.host, settings.http.port))
         pool_args = dict(metrics_dir=str(metrics_dir), on_exit=metrics.worker_exited)
@@ -136,6 +143,36 @@ async def _serve_with_workers(settings: Settings, store: CallStore, shutdown: Sh
         await asyncio.gather(ended, cut_short, return_exceptions=True)
 
 
+def agent_uri_check(settings: Settings) -> Callable[[str], str | None]:
+    """What the agent view asks before it gives an agent a caller: the service connects callers only to
+    agents' phones on ``[sip.transfer] agent_domains`` (the workers refuse, and the front relays, nothing else)."""
+    transfer = settings.sip.transfer
+
+    def check(uri: str) -> str | None:
+        if transfer.admits_agent(uri):
+            return None
+        return (f"{uri} is on none of the service's [sip.transfer] agent_domains"
+                f" ({', '.join(transfer.agent_domains) or 'none set'})")
+
+    return check
+
+
+async def _check_agents(settings: Settings, store: CallStore) -> None:
+    """Say at start what would keep waiting callers from reaching agents."""
+    if not settings.queue.enabled:
+        log.info("queue off: transfers go to [sip.transfer] target_uri at once")
+        return
+    transfer = settings.sip.transfer
+    if not transfer.agent_domains:
+        log.warning("transferred callers wait in the queue, but [sip.transfer] agent_domains is empty: no agent can"
+                    " be connected (docs/agents.md)")
+        return
+    for agent in await store.list_agents():
+        if agent.sip_uri and not transfer.admits_agent(agent.sip_uri):
+            log.warning("agent %s cannot take callers: %s is on none of [sip.transfer] agent_domains", agent.name,
+                        agent.sip_uri)
+
+
 def _ready(on_ready: Callable[[ServiceInfo], None] | None, info: ServiceInfo) -> None:
     log.warning("voicebot answers calls at sip:voicebot@%s (UDP and TCP, up to %d at once); HTTP API at %s",
                 info.sip_address, info.max_calls, info.http_url)
@@ -143,24 +180,24 @@ def _ready(on_ready: Callable[[ServiceInfo], None] | None, info: ServiceInfo) ->
         on_ready(info)
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports free for UDP and TCP on this machine (for tests that ask for port 0)."""
-    ports: list[int] = []
-    held: list[socket.socket] = []
+def _free_port() -> int:
+    """A port free for UDP and TCP now, outside the kernel's ephemeral range (for tests that ask for port 0).
+
+    The front binds it only after the workers have started; a port the kernel
+    hands out for "any port" could be given to another process in between.
+    """
     try:
-        while len(ports) < count:
-            t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            held.append(t)
-            t.bind(("", 0))
-            port = t.getsockname()[1]
-            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            held.append(u)
+        low, _ = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, max(20001, low))  # below: baresip's and many PBXs' RTP ports
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             try:
+                t.bind(("", port))
                 u.bind(("", port))
             except OSError:
                 continue
-            ports.append(port)
-    finally:
-        for s in held:
-            s.close()
-    return ports
+        return port
+    raise OSError("no free port for the SIP front")
