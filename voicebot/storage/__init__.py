@@ -16,7 +16,8 @@ from voicebot.storage.base import (
 )
 from voicebot.storage.feed import ChangeFeed
 from voicebot.storage.records import (
-    DEFAULT_QUEUE, Agent, AgentChange, AgentState, ApiToken, AuditEntry, Callback, CallbackChange, CallbackState,
+    DEFAULT_QUEUE, Agent, AgentChange, AgentState, ApiToken, AuditEntry, CallChange, Callback, CallbackChange,
+    CallbackState,
     ChangesMissed, LoginSession, QueueChange, QueueEntry, QueuePosition, QueueState, RetentionReport, Role,
     StoreChange, User,
 )
@@ -54,7 +55,7 @@ def open_store(settings: "Settings", *, recover: bool = True) -> CallStore:
 
 __all__ = [
     "DEFAULT_QUEUE", "MAX_LIST_LIMIT", "SQLITE_FILE", "Agent", "AgentChange", "AgentState", "ApiToken",
-    "ApplicationRecord", "AuditEntry", "CallRecord", "CallStatus", "CallStore", "CallSummary", "Callback",
+    "ApplicationRecord", "AuditEntry", "CallChange", "CallRecord", "CallStatus", "CallStore", "CallSummary", "Callback",
     "CallbackChange", "CallbackState", "ChangeFeed", "ChangesMissed", "LoginSession", "QueueChange", "QueueEntry",
     "QueuePosition", "QueueState", "RetentionReport", "Role", "SqliteCallStore", "StoreChange", "StoreError", "User",
     "default_store", "open_store",

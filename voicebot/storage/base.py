@@ -11,12 +11,14 @@ is found by ``recover_interrupted`` at the next start: its status becomes
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Iterable, Literal, Mapping, Protocol, Sequence
 
 from voicebot.calls.report import CallReport, Turn
 from voicebot.errors import VoicebotError
 from voicebot.events import IntakeForm, IntakeStatus, Outcome, Transfer
 from voicebot.storage.feed import ChangeFeed
+from voicebot.storage.figures import DayFigures
 from voicebot.storage.records import (
     Agent, AgentState, ApiToken, AuditEntry, Callback, CallbackState, LoginSession, QueueEntry, QueuePosition,
     RetentionReport, User,
@@ -139,6 +141,11 @@ class CallStore(Protocol):
     async def set_recording(self, call_id: str, path: str) -> None:
         """Remember where the call's recording is (retention hands the path back for deletion)."""
 
+    async def day_figures(self, since: datetime, until: datetime, now: datetime | None = None) -> DayFigures:
+        """Calls, containment, transfers, abandons and waits of the calls started and the callers queued in
+        ``[since, until)``, per hour too (voicebot.storage.figures); ``now`` (default: the store's clock)
+        ends the waits still going on."""
+
     # ------------------------------------------------------------------ the live-agent queue
 
     async def enqueue(self, call_id: str, queue: str, *, priority: int = 0, reason: str = "",
@@ -253,4 +260,4 @@ class CallStore(Protocol):
     # ------------------------------------------------------------------ change feed
 
     def changes(self) -> ChangeFeed:
-        """Every queue, callback and agent change from now on, from every process sharing the database."""
+        """Every queue, callback, agent and call change from now on, from every process sharing the database."""

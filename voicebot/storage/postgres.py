@@ -1,7 +1,7 @@
 """The call store on PostgreSQL: several service processes (or machines) share one queue and one store.
 
 asyncpg, a pool of connections, and one more connection that LISTENs for the
-change feed. Every write that changes the queue, a callback or an agent sends
+change feed. Every write that changes the queue, a callback, an agent or a call sends
 ``pg_notify`` in its own transaction, so every process hears it once it is
 committed, this one included. ``take_next`` claims its row with ``FOR UPDATE
 SKIP LOCKED``: two agents asking at once get two different callers, and neither
@@ -28,10 +28,11 @@ from voicebot.events import IntakeForm, IntakeStatus, Transfer
 from voicebot.storage import rows as R
 from voicebot.storage.base import INTAKE_STATUSES, ApplicationRecord, CallRecord, CallSummary, StoreError
 from voicebot.storage.feed import ChangeFeed, ChangeHub
+from voicebot.storage.figures import CallGroup, DayFigures, WaitGroup, fold_figures, text_margin
 from voicebot.storage.records import (
     AGENT_STATES, CALLBACK_STATES, LIVE_QUEUE_STATES, QUEUE_STATES, ROLES, Agent, AgentChange, AgentState,
-    ApiToken, AuditEntry, Callback, CallbackChange, CallbackState, ChangesMissed, LoginSession, QueueChange,
-    QueueEntry, QueuePosition, RetentionReport, StoreChange, User, change_from_json, change_to_json,
+    ApiToken, AuditEntry, CallChange, Callback, CallbackChange, CallbackState, ChangesMissed, LoginSession,
+    QueueChange, QueueEntry, QueuePosition, RetentionReport, StoreChange, User, change_from_json, change_to_json,
 )
 
 log = logging.getLogger("voicebot.storage")
@@ -193,6 +194,7 @@ class PostgresCallStore(R.StoreBase):
             await db.execute("INSERT INTO calls (call_id, name, caller_id, engine, started_at, updated_at) "
                              "VALUES ($1, $2, $3, $4, $5, $6)", report.call_id, report.call, report.caller_id,
                              report.engine, report.started_at or R.call_stamp(now), now)
+            await self._emit(db, CallChange(report.call_id, "started"))
 
     async def save_progress(self, call_id: str, turns: Mapping[int, Turn], latency_ms: Sequence[float]) -> None:
         rows = [R.turn_row(call_id, seq, turn) for seq, turn in turns.items()]
@@ -201,12 +203,14 @@ class PostgresCallStore(R.StoreBase):
                 await db.executemany(_TURN_UPSERT, rows)
             await db.execute("UPDATE calls SET latency_ms = $1, updated_at = $2 WHERE call_id = $3",
                              json.dumps(list(latency_ms)), self._now(), call_id)
+            await self._emit(db, CallChange(call_id, "progress"))
 
     async def save_intake(self, call_id: str, intake: IntakeForm) -> None:
         row = self._intake_row(call_id, intake)
         async with self._transaction() as db:
             await db.execute(_INTAKE_UPSERT, *row)
             await db.execute("UPDATE calls SET updated_at = $1 WHERE call_id = $2", row[6], call_id)
+            await self._emit(db, CallChange(call_id, "intake"))
 
     async def submit_intake(self, call_id: str, intake: IntakeForm) -> str:
         now = self._now()
@@ -223,6 +227,7 @@ class PostgresCallStore(R.StoreBase):
             await db.execute(_INTAKE_UPSERT, call_id, intake.form, "submitted",
                              json.dumps(intake.fields, ensure_ascii=False), reference, now, now, now)
             await db.execute("UPDATE calls SET updated_at = $1 WHERE call_id = $2", now, call_id)
+            await self._emit(db, CallChange(call_id, "intake"))
             return reference
 
     async def end_call(self, report: CallReport) -> None:
@@ -248,6 +253,7 @@ class PostgresCallStore(R.StoreBase):
             await db.execute("DELETE FROM turns WHERE call_id = $1 AND seq >= $2", report.call_id, len(turns))
             if report.intake:
                 await db.execute(_INTAKE_UPSERT, *self._intake_row(report.call_id, report.intake))
+            await self._emit(db, CallChange(report.call_id, "ended"))
 
     async def recover_interrupted(self) -> int:
         async with self._transaction() as db:
@@ -255,6 +261,8 @@ class PostgresCallStore(R.StoreBase):
                 f"UPDATE calls SET status = 'interrupted', outcome = 'abandoned', ended_at = {_STAMP_SQL}, "
                 "duration_s = (SELECT COALESCE(MAX(end_s), 0) FROM turns WHERE turns.call_id = calls.call_id) "
                 "WHERE status = 'active' RETURNING call_id")
+            for row in rows:
+                await self._emit(db, CallChange(row[0], "interrupted"))
         call_ids = [r[0] for r in rows]
         return R.log_recovered(call_ids)
 
@@ -301,6 +309,29 @@ class PostgresCallStore(R.StoreBase):
                 status, limit)
         return [ApplicationRecord(r[0], r[1], r[2], IntakeForm(r[3], r[4], json.loads(r[5]), r[6]),
                                   R.call_stamp(r[7]), R.call_stamp(r[8]), _stamp_text(r[9])) for r in rows]
+
+    async def day_figures(self, since: datetime, until: datetime, now: datetime | None = None) -> DayFigures:
+        # the calls' times are their reports' ISO text: the index narrows by text (a day's margin for
+        # any UTC offset), the parsed time decides
+        lo, hi = text_margin(since, until)
+        async with self._connection() as db:
+            calls = await db.fetch(
+                "SELECT floor(extract(epoch FROM c.started_at::timestamptz - $1) / 3600)::int, c.status, c.outcome, "
+                "COALESCE(c.transfer_reason, (SELECT q.reason FROM queue_entries q WHERE q.call_id = c.call_id "
+                "  ORDER BY q.entry_id DESC LIMIT 1)) AS reason, COUNT(*)::int "
+                "FROM calls c WHERE c.started_at >= $3 AND c.started_at < $4 "
+                r"AND c.started_at ~ '^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d' "
+                "AND c.started_at::timestamptz >= $1 AND c.started_at::timestamptz < $2 "
+                "GROUP BY 1, 2, 3, 4", since, until, lo, hi)
+            waits = await db.fetch(
+                "SELECT floor(extract(epoch FROM enqueued_at - $1) / 3600)::int, state, COUNT(*)::int, "
+                "COALESCE(SUM(wait_s) FILTER (WHERE state != 'waiting'), 0)::float8, "
+                "COUNT(wait_s) FILTER (WHERE state != 'waiting')::int, "
+                "MAX(CASE WHEN state = 'waiting' THEN GREATEST(0, extract(epoch FROM $3 - enqueued_at))::float8 "
+                "    ELSE wait_s END) "
+                "FROM queue_entries WHERE enqueued_at >= $1 AND enqueued_at < $2 GROUP BY 1, 2",
+                since, until, now or self._now())
+        return fold_figures(since, until, [CallGroup(*r) for r in calls], [WaitGroup(*r) for r in waits])
 
     # ------------------------------------------------------------------ the live-agent queue
 

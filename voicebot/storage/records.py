@@ -232,6 +232,20 @@ class AgentChange:
     state: AgentState | None
 
 
+#: started: answered; progress: turns added or changed; intake: its form saved or submitted;
+#: ended: its final report written; interrupted: found left open by a crash
+CallEvent = Literal["started", "progress", "intake", "ended", "interrupted"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallChange:
+    """A call's record changed (so a dashboard can show the transcript as it happens)."""
+
+    kind: ClassVar[str] = "call"
+    call_id: str
+    event: CallEvent
+
+
 @dataclass(frozen=True, slots=True)
 class ChangesMissed:
     """The feed may have lost changes (a lost database connection, a slow reader): reload everything."""
@@ -239,8 +253,9 @@ class ChangesMissed:
     kind: ClassVar[str] = "missed"
 
 
-StoreChange = Union[QueueChange, CallbackChange, AgentChange, ChangesMissed]
-_CHANGE_TYPES: dict[str, type] = {t.kind: t for t in (QueueChange, CallbackChange, AgentChange, ChangesMissed)}
+StoreChange = Union[QueueChange, CallbackChange, AgentChange, CallChange, ChangesMissed]
+_CHANGE_TYPES: dict[str, type] = {t.kind: t for t in (QueueChange, CallbackChange, AgentChange, CallChange,
+                                                      ChangesMissed)}
 
 
 def change_to_json(change: StoreChange) -> str:

@@ -7,7 +7,7 @@ survives the process being killed (only a power cut may lose the last few).
 Writes take SQLite's write lock first (``BEGIN IMMEDIATE``), which is what makes
 ``take_next`` safe between processes sharing the file.
 
-Queue, callback and agent changes are also written to a change log in the same
+Queue, callback, agent and call changes are also written to a change log in the same
 transaction; each open store reads it right after its own writes and every
 ``poll_interval_s`` (for other processes' writes), and feeds ``changes()``.
 """
@@ -29,10 +29,11 @@ from voicebot.events import IntakeForm, IntakeStatus, Transfer
 from voicebot.storage import rows as R
 from voicebot.storage.base import INTAKE_STATUSES, ApplicationRecord, CallRecord, CallSummary, StoreError
 from voicebot.storage.feed import ChangeFeed, ChangeHub
+from voicebot.storage.figures import CallGroup, DayFigures, WaitGroup, fold_figures, text_margin
 from voicebot.storage.records import (
     AGENT_STATES, CALLBACK_STATES, LIVE_QUEUE_STATES, QUEUE_STATES, ROLES, Agent, AgentChange, AgentState,
-    ApiToken, AuditEntry, Callback, CallbackChange, CallbackState, ChangesMissed, LoginSession, QueueChange,
-    QueueEntry, QueuePosition, RetentionReport, StoreChange, User, change_from_json, change_to_json,
+    ApiToken, AuditEntry, CallChange, Callback, CallbackChange, CallbackState, ChangesMissed, LoginSession,
+    QueueChange, QueueEntry, QueuePosition, RetentionReport, StoreChange, User, change_from_json, change_to_json,
 )
 
 log = logging.getLogger("voicebot.storage")
@@ -143,52 +144,52 @@ class SqliteCallStore(R.StoreBase):
         now = self._stamp()
         row = (report.call_id, report.call, report.caller_id, report.engine, report.started_at or now, now)
 
-        def insert() -> None:
-            with self._transaction() as db:
-                db.execute("INSERT INTO calls (call_id, name, caller_id, engine, started_at, updated_at) "
-                           "VALUES (?, ?, ?, ?, ?, ?)", row)
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO calls (call_id, name, caller_id, engine, started_at, updated_at) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", row)
+            self._emit(db, CallChange(report.call_id, "started"))
 
-        await self._run(insert)
+        await self._write(insert)
 
     async def save_progress(self, call_id: str, turns: Mapping[int, Turn], latency_ms: Sequence[float]) -> None:
         rows = [R.turn_row(call_id, seq, turn) for seq, turn in turns.items()]
         call = (json.dumps(list(latency_ms)), self._stamp(), call_id)
 
-        def write() -> None:
-            with self._transaction() as db:
-                db.executemany(_TURN_UPSERT, rows)
-                db.execute("UPDATE calls SET latency_ms = ?, updated_at = ? WHERE call_id = ?", call)
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany(_TURN_UPSERT, rows)
+            db.execute("UPDATE calls SET latency_ms = ?, updated_at = ? WHERE call_id = ?", call)
+            self._emit(db, CallChange(call_id, "progress"))
 
-        await self._run(write)
+        await self._write(write)
 
     async def save_intake(self, call_id: str, intake: IntakeForm) -> None:
         row = self._intake_row(call_id, intake)
 
-        def write() -> None:
-            with self._transaction() as db:
-                db.execute(_INTAKE_UPSERT, row)
-                db.execute("UPDATE calls SET updated_at = ? WHERE call_id = ?", (row[6], call_id))
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(_INTAKE_UPSERT, row)
+            db.execute("UPDATE calls SET updated_at = ? WHERE call_id = ?", (row[6], call_id))
+            self._emit(db, CallChange(call_id, "intake"))
 
-        await self._run(write)
+        await self._write(write)
 
     async def submit_intake(self, call_id: str, intake: IntakeForm) -> str:
         now = self._stamp()
         fields = json.dumps(intake.fields, ensure_ascii=False)
 
-        def write() -> str:
-            with self._transaction() as db:
-                done = db.execute("SELECT reference FROM intakes WHERE call_id = ? AND form = ? AND status = 'submitted'",
-                                  (call_id, intake.form)).fetchone()
-                if done is not None:
-                    return done[0]
-                number = db.execute("INSERT INTO reference_numbers (call_id, issued_at) VALUES (?, ?)",
-                                    (call_id, now)).lastrowid
-                reference = R.reference(number)
-                db.execute(_INTAKE_UPSERT, (call_id, intake.form, "submitted", fields, reference, now, now, now))
-                db.execute("UPDATE calls SET updated_at = ? WHERE call_id = ?", (now, call_id))
-                return reference
+        def write(db: sqlite3.Connection) -> str:
+            done = db.execute("SELECT reference FROM intakes WHERE call_id = ? AND form = ? AND status = 'submitted'",
+                              (call_id, intake.form)).fetchone()
+            if done is not None:
+                return done[0]
+            number = db.execute("INSERT INTO reference_numbers (call_id, issued_at) VALUES (?, ?)",
+                                (call_id, now)).lastrowid
+            reference = R.reference(number)
+            db.execute(_INTAKE_UPSERT, (call_id, intake.form, "submitted", fields, reference, now, now, now))
+            db.execute("UPDATE calls SET updated_at = ? WHERE call_id = ?", (now, call_id))
+            self._emit(db, CallChange(call_id, "intake"))
+            return reference
 
-        return await self._run(write)
+        return await self._write(write)
 
     async def end_call(self, report: CallReport) -> None:
         now = self._stamp()
@@ -202,34 +203,35 @@ class SqliteCallStore(R.StoreBase):
         turns = [R.turn_row(report.call_id, seq, turn) for seq, turn in enumerate(report.turns)]
         intake = self._intake_row(report.call_id, report.intake) if report.intake else None
 
-        def write() -> None:
-            with self._transaction() as db:
-                db.execute(
-                    f"INSERT INTO calls ({_CALL_WRITE_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (call_id) DO UPDATE SET caller_id = excluded.caller_id, engine = excluded.engine, "
-                    "status = excluded.status, outcome = excluded.outcome, transfer_reason = excluded.transfer_reason, "
-                    "transfer_queue = excluded.transfer_queue, latency_ms = excluded.latency_ms, "
-                    "ended_at = excluded.ended_at, duration_s = excluded.duration_s, updated_at = excluded.updated_at",
-                    call,
-                )
-                db.executemany(_TURN_UPSERT, turns)
-                db.execute("DELETE FROM turns WHERE call_id = ? AND seq >= ?", (report.call_id, len(turns)))
-                if intake is not None:
-                    db.execute(_INTAKE_UPSERT, intake)
+        def write(db: sqlite3.Connection) -> None:
+            db.execute(
+                f"INSERT INTO calls ({_CALL_WRITE_COLUMNS}, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (call_id) DO UPDATE SET caller_id = excluded.caller_id, engine = excluded.engine, "
+                "status = excluded.status, outcome = excluded.outcome, transfer_reason = excluded.transfer_reason, "
+                "transfer_queue = excluded.transfer_queue, latency_ms = excluded.latency_ms, "
+                "ended_at = excluded.ended_at, duration_s = excluded.duration_s, updated_at = excluded.updated_at",
+                call,
+            )
+            db.executemany(_TURN_UPSERT, turns)
+            db.execute("DELETE FROM turns WHERE call_id = ? AND seq >= ?", (report.call_id, len(turns)))
+            if intake is not None:
+                db.execute(_INTAKE_UPSERT, intake)
+            self._emit(db, CallChange(report.call_id, "ended"))
 
-        await self._run(write)
+        await self._write(write)
 
     async def recover_interrupted(self) -> int:
-        def mark() -> list[str]:
-            with self._transaction() as db:
-                rows = db.execute(
-                    "UPDATE calls SET status = 'interrupted', outcome = 'abandoned', ended_at = updated_at, "
-                    "duration_s = (SELECT COALESCE(MAX(end_s), 0) FROM turns WHERE turns.call_id = calls.call_id) "
-                    "WHERE status = 'active' RETURNING call_id"
-                ).fetchall()
+        def mark(db: sqlite3.Connection) -> list[str]:
+            rows = db.execute(
+                "UPDATE calls SET status = 'interrupted', outcome = 'abandoned', ended_at = updated_at, "
+                "duration_s = (SELECT COALESCE(MAX(end_s), 0) FROM turns WHERE turns.call_id = calls.call_id) "
+                "WHERE status = 'active' RETURNING call_id"
+            ).fetchall()
+            for (call_id,) in rows:
+                self._emit(db, CallChange(call_id, "interrupted"))
             return [r[0] for r in rows]
 
-        call_ids = await self._run(mark)
+        call_ids = await self._write(mark)
         return R.log_recovered(call_ids)
 
     # ------------------------------------------------------------------ reads
@@ -292,6 +294,35 @@ class SqliteCallStore(R.StoreBase):
     async def set_recording(self, call_id: str, path: str) -> None:
         await self._write(lambda db: db.execute("UPDATE calls SET recording_path = ? WHERE call_id = ?",
                                                 (path, call_id)))
+
+    async def day_figures(self, since: datetime, until: datetime, now: datetime | None = None) -> DayFigures:
+        start, end = int(since.timestamp()), int(until.timestamp())
+        # the calls' times are their reports' ISO text: the index narrows by text (a day's margin for
+        # any UTC offset), the parsed time decides
+        lo, hi = text_margin(since, until)
+        moment = _ts(now or self._now())
+
+        def read(db: sqlite3.Connection) -> tuple[list[CallGroup], list[WaitGroup]]:
+            calls = db.execute(
+                "SELECT (CAST(strftime('%s', c.started_at) AS INTEGER) - ?1) / 3600, c.status, c.outcome, "
+                "COALESCE(c.transfer_reason, (SELECT q.reason FROM queue_entries q WHERE q.call_id = c.call_id "
+                "  ORDER BY q.entry_id DESC LIMIT 1)) AS reason, COUNT(*) "
+                "FROM calls c WHERE c.started_at >= ?3 AND c.started_at < ?4 "
+                "AND CAST(strftime('%s', c.started_at) AS INTEGER) >= ?1 "
+                "AND CAST(strftime('%s', c.started_at) AS INTEGER) < ?2 "
+                "GROUP BY 1, 2, 3, 4", (start, end, lo, hi)).fetchall()
+            waits = db.execute(
+                "SELECT (CAST(strftime('%s', enqueued_at) AS INTEGER) - ?1) / 3600, state, COUNT(*), "
+                "COALESCE(SUM(CASE WHEN state != 'waiting' THEN wait_s END), 0), "
+                "COUNT(CASE WHEN state != 'waiting' THEN wait_s END), "
+                "MAX(CASE WHEN state = 'waiting' THEN MAX(0, (julianday(?4) - julianday(enqueued_at)) * 86400) "
+                "    ELSE wait_s END) "
+                "FROM queue_entries WHERE enqueued_at >= ?2 AND enqueued_at < ?3 GROUP BY 1, 2",
+                (start, _ts(since), _ts(until), moment)).fetchall()
+            return [CallGroup(*r) for r in calls], [WaitGroup(*r) for r in waits]
+
+        calls, waits = await self._read(read)
+        return fold_figures(since, until, calls, waits)
 
     # ------------------------------------------------------------------ the live-agent queue
 
