@@ -58,7 +58,8 @@ class CallRecorder(Protocol):
 
     async def call_started(self, report: CallReport) -> None: ...
 
-    async def turn_added(self, report: CallReport, turn: Turn) -> None: ...
+    async def turn_added(self, report: CallReport, turn: Turn) -> None:
+        """A turn was added, or the caller's last turn learnt its intent."""
 
     async def intake_saved(self, report: CallReport, intake: IntakeForm) -> None: ...
 
@@ -276,6 +277,8 @@ class CallSession:
                 last = next((t for t in reversed(self.report.turns) if t.speaker == "caller"), None)
                 if last is not None:
                     last.intent, last.confidence, last.counted = action.intent, action.confidence, action.counted
+                    # saved now: an agent taking the call from the queue reads why the caller called
+                    await svc.recorder.turn_added(self.report, last)
             case SaveIntake():
                 self.report.intake = action.intake
                 await svc.recorder.intake_saved(self.report, action.intake)
