@@ -14,12 +14,13 @@ from typing import AsyncIterator, Callable
 from voicebot.asr.grammar import GrammarSet
 from voicebot.asr.select import open_engine
 from voicebot.calls.listener import ListenerConfig
-from voicebot.calls.queue import QueueBackend
+from voicebot.calls.queue import QueueBackend, StoreQueue
 from voicebot.calls.session import CallRecorder, SessionServices
 from voicebot.config import Settings
 from voicebot.dialogue import fields as formfields
 from voicebot.dialogue.policy import Policy
 from voicebot.dialogue.scenario import Scenario, load_scenario
+from voicebot.storage.base import CallStore
 from voicebot.audio.vad import EndpointerConfig
 from voicebot.tts.cache import PromptCache
 from voicebot.tts.espeak import EspeakSynthesizer
@@ -32,6 +33,12 @@ class Runtime:
     settings: Settings
     scenario: Scenario
     services: SessionServices
+
+
+def service_queue(settings: Settings, store: CallStore) -> StoreQueue | None:
+    """Where the phone service's transferred callers wait: the store's queue, unless ``[queue] enabled`` is off
+    (then a transfer goes at once to the fixed ``[sip.transfer] target_uri``)."""
+    return StoreQueue(store) if settings.queue.enabled else None
 
 
 @contextlib.asynccontextmanager

@@ -92,6 +92,13 @@ class StoreSettings:
     url: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class QueueSettings:
+    #: a transferred caller waits in the store's queue (hold loop, position, callback offer) until an agent
+    #: takes the call (docs/agents.md); off: a transfer goes at once to [sip.transfer] target_uri
+    enabled: bool = True
+
+
 #: the database URL forms [store] url accepts
 STORE_URL_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 
@@ -109,6 +116,7 @@ class Settings:
     recording: RecordingSettings = field(default_factory=RecordingSettings)
     store: StoreSettings = field(default_factory=StoreSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
 
     @property
     def recordings_dir(self) -> Path:
@@ -139,6 +147,7 @@ _ENV = {
     "VOICEBOT_SIP_PUBLIC_ADDRESS": ("sip", "public_address"),
     "VOICEBOT_RECORDING": ("recording", "enabled"),
     "VOICEBOT_DATABASE_URL": ("store", "url"),
+    "VOICEBOT_QUEUE": ("queue", "enabled"),
 }
 
 

@@ -35,13 +35,14 @@ class CallMedia:
     longest_caller_gap_ms: float
 
 
-def loopback_config(data_dir: Path, *, max_calls: int | None = None) -> str:
+def loopback_config(data_dir: Path, *, max_calls: int | None = None, queue: bool = False) -> str:
     """A config for a service that many local phones call at once: every port free, data in ``data_dir``,
     the HTTP API on loopback; the front's per-source rate limit is lifted for 127.0.0.1, which every
-    phone shares. ``max_calls`` unset: the service's default (and so its default workers)."""
+    phone shares. ``max_calls`` unset: the service's default (and so its default workers). Without
+    ``queue`` a transfer ends the call at once (no target is configured) instead of waiting for an agent."""
     calls = "" if max_calls is None else f"max_calls = {max_calls}\n"
     return (f'data_dir = "{data_dir}"\n[http]\nport = 0\n[sip]\nhost = "127.0.0.1"\nport = 0\nrtp_port = 0\n{calls}'
-            '[sip.security]\nrate_limit_exempt = ["127.0.0.1"]\n')
+            f'[sip.security]\nrate_limit_exempt = ["127.0.0.1"]\n[queue]\nenabled = {str(queue).lower()}\n')
 
 
 class ServiceProcess:
@@ -121,18 +122,28 @@ class ServiceProcess:
     async def api_token(self) -> str:
         """A supervisor's API token (the API needs a login), made once with `voicebot users` on the service's store."""
         if not self._token:
-            users = [sys.executable, "-m", "voicebot", "-c", str(self.config_path), "users"]
-            add = await asyncio.create_subprocess_exec(
-                *users, "add", "e2e", "--role", "supervisor", "--password-stdin", cwd=self.workdir,
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-            _, err = await add.communicate(b"e2e password\n")
-            assert add.returncode == 0 or b"already exists" in err, err.decode()
-            made = await asyncio.create_subprocess_exec(*users, "token", "e2e", cwd=self.workdir,
-                                                        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-            out, err = await made.communicate()
-            assert made.returncode == 0, err.decode()
-            self._token = out.decode().strip()
+            self._token = await self.user_token("e2e", "supervisor")
         return self._token
+
+    async def user_token(self, name: str, role: str, *options: str) -> str:
+        """An API token of user ``name``, added with `voicebot users add NAME --role ROLE OPTIONS` unless there."""
+        users = [sys.executable, "-m", "voicebot", "-c", str(self.config_path), "users"]
+        add = await asyncio.create_subprocess_exec(
+            *users, "add", name, "--role", role, *options, "--password-stdin", cwd=self.workdir,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await add.communicate(b"e2e password\n")
+        assert add.returncode == 0 or b"already exists" in err, err.decode()
+        made = await asyncio.create_subprocess_exec(*users, "token", name, cwd=self.workdir,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await made.communicate()
+        assert made.returncode == 0, err.decode()
+        return out.decode().strip()
+
+    async def post(self, path: str, token: str, body: dict | None = None) -> tuple[int, dict]:
+        """POST to the API as the holder of ``token``: the status and the JSON answer."""
+        async with aiohttp.ClientSession() as http:
+            async with http.post(self.api_url + path, json=body, headers={"Authorization": f"Bearer {token}"}) as resp:
+                return resp.status, await resp.json()
 
     async def metrics(self) -> str:
         async with aiohttp.ClientSession() as http:

@@ -132,12 +132,14 @@ async def test_a_second_sigterm_ends_calls_at_once_and_still_saves_them(tmp_path
 
 
 @pytest.mark.parametrize("mode", ["refer", "bridge"])
-async def test_key_zero_over_rfc4733_reaches_the_transfer_target_through_the_front(tmp_path, mode):
-    """REFER: the caller's phone calls the target; bridge: a worker calls it through the front."""
+async def test_without_the_queue_key_zero_over_rfc4733_reaches_the_transfer_target_through_the_front(tmp_path, mode):
+    """REFER: the caller's phone calls the target; bridge: a worker calls it through the front. With the
+    queue on (the default) callers wait for an agent instead: tests/e2e/test_agents.py."""
     caller = BaresipAgent(tmp_path / "caller", user="ann", mic=None)
     target = BaresipAgent(tmp_path / "agent", user="agent", mic=None, auto_answer=True)
     svc = service(tmp_path, workers=2,
-                  extra=f'[sip.transfer]\nmode = "{mode}"\ntarget_uri = "{target.uri}"\ntimeout_s = 20\n')
+                  extra=f'[sip.transfer]\nmode = "{mode}"\ntarget_uri = "{target.uri}"\ntimeout_s = 20\n'
+                        '[queue]\nenabled = false\n')
     try:
         await svc.start()
         await asyncio.gather(caller.start(), target.start())

@@ -6,7 +6,8 @@ the service answers calls in several worker processes, each a PJSIP endpoint on 
 call to the next). It is also where the SIP side is defended: rate limit per source,
 scanner User-Agents, malformed messages, unknown users and domains, optional digest auth,
 and no relaying anywhere but to a worker (or, for a worker's bridge transfer leg, to the
-configured transfer target). RTP does not pass through it: media goes straight to the workers.
+configured transfer target or a phone on one of the configured agent domains). RTP does not
+pass through it: media goes straight to the workers.
 
 Only this module knows Kamailio. Its config comes from ``kamailio.cfg.tmpl`` beside this file.
 """
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from voicebot.sip.settings import SipError, SipSettings
+from voicebot.sip.settings import SipError, SipSettings, split_host_port
 
 log = logging.getLogger("voicebot.sip.front")
 
@@ -226,8 +227,10 @@ def _routes(settings: SipSettings) -> str:
                ["uri == myself", *(f"$(rd{{s.tolower}}) == {_quote(d)}" for d in domains)]),
         _route("RATE_EXEMPT", "sources never rate limited",
                [f'is_in_subnet("$si", {_quote(net)})' for net in dict.fromkeys(exempt)]),
-        _route("TRANSFER_TARGET", "the one place a worker may call: the transfer target",
+        _route("TRANSFER_TARGET", "where a worker may call: the transfer target",
                _uri_is(settings.transfer.target_uri, "transfer target_uri")),
+        _route("AGENT_DOMAIN", "where else a worker may call: agents' phones, on the configured agent domains",
+               [_host_is(domain) for domain in settings.transfer.agent_domains]),
         _route("REGISTRAR", "where a worker may register the service",
                _uri_is(register, "register registrar_uri")),
     ])
@@ -245,6 +248,13 @@ def _uri_is(uri: str | None, what: str) -> list[str]:
     t = UriParts.parse(uri, what)
     user = "$rU == $null" if t.user is None else f"$rU == {_quote(t.user)}"
     return [f"$rz == {_quote(t.scheme)} && {user} && $(rd{{s.tolower}}) == {_quote(t.host)} && $rp == {t.port}"]
+
+
+def _host_is(domain: str) -> str:
+    """The condition that the request URI is a sip(s): URI on ``domain`` (host, or host:port), any user."""
+    host, port = split_host_port(domain)
+    on_port = "" if port is None else f" && $rp == {port}"
+    return f'($rz == "sip" || $rz == "sips") && $(rd{{s.tolower}}) == {_quote(host.lower())}{on_port}'
 
 
 def _define(name: str, value: str) -> str:

@@ -21,6 +21,8 @@ _SIP_USER = re.compile(r"[A-Za-z0-9._~+-]+")
 _HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
 _USER_AGENT_PART = re.compile(r"[A-Za-z0-9 ._/-]+")
 _QUOTABLE = re.compile(r'[^"\\\x00-\x1f]*')
+#: sip[s]:[user@]host[:port][;params][?headers]
+_SIP_URI = re.compile(r"(sips?):(?:[^@;?]+@)?(\[[0-9A-Fa-f:.]+\]|[^:;?]+)(?::(\d+))?(?:[;?].*)?", re.IGNORECASE)
 
 
 class SipError(VoicebotError):
@@ -53,6 +55,52 @@ class SipTransferSettings:
     target_uri: str | None = None
     #: how long the target may take to answer (bridge) or the transfer to be accepted (refer)
     timeout_s: float = 30.0
+    #: hosts ("pbx.example.org") or host:port ("10.0.0.7:5070") the SIP URIs of agents taking callers
+    #: from the queue may name: a caller is handed to an agent's URI only on one of these, and the
+    #: front lets a worker call out (bridge) only there, to the target and to the registrar; none:
+    #: no agent can be connected (the service warns at start)
+    agent_domains: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        """Raise SipError (one line) on a transfer setting that cannot work."""
+        if self.mode not in TRANSFER_MODES:
+            raise SipError(f"sip transfer mode must be refer or bridge, not {self.mode!r}")
+        if self.target_uri and not self.target_uri.lower().startswith(("sip:", "sips:")):
+            raise SipError(f"sip transfer target_uri must be a sip: URI, not {self.target_uri!r}")
+        for domain in self.agent_domains:
+            host, port = split_host_port(domain)
+            if not _HOST.fullmatch(host) or (port is not None and not 0 < port < 65536):
+                raise SipError(f"sip transfer agent_domains: {domain!r} is not a host name or address,"
+                               " optionally with :port")
+
+    def admits_agent(self, uri: str) -> bool:
+        """Whether an agent's ``uri`` names one of ``agent_domains`` (the same test the front makes)."""
+        parts = sip_uri_parts(uri)
+        if parts is None:
+            return False
+        _, host, port = parts
+        for domain in self.agent_domains:
+            allowed_host, allowed_port = split_host_port(domain)
+            if host == allowed_host.lower() and allowed_port in (None, port):
+                return True
+        return False
+
+
+def split_host_port(domain: str) -> tuple[str, int | None]:
+    """ "pbx.example.org" -> ("pbx.example.org", None); "10.0.0.7:5070" -> ("10.0.0.7", 5070); "[::1]:5070" too."""
+    m = re.fullmatch(r"(\[[^\]]*\]|[^:]*)(?::(\d+))?", domain.strip())
+    if m is None:
+        return domain, None
+    return m.group(1), int(m.group(2)) if m.group(2) else None
+
+
+def sip_uri_parts(uri: str) -> tuple[str, str, int] | None:
+    """(scheme, lower-case host, port) of a sip:/sips: URI, the port defaulting as SIP does; None if it is none."""
+    m = _SIP_URI.fullmatch(uri.strip().strip("<>"))
+    if m is None:
+        return None
+    scheme, host, port = m.group(1).lower(), m.group(2).lower(), m.group(3)
+    return scheme, host, int(port) if port else (5061 if scheme == "sips" else 5060)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +221,8 @@ class SipSettings:
     @property
     def legs_per_call(self) -> int:
         """PJSIP call slots one call may need: two when transfers bridge through the service."""
-        return 2 if self.transfer.mode == "bridge" and self.transfer.target_uri else 1
+        bridges = self.transfer.target_uri or self.transfer.agent_domains
+        return 2 if self.transfer.mode == "bridge" and bridges else 1
 
     @property
     def capacity(self) -> int:
@@ -203,12 +252,10 @@ class SipSettings:
             raise SipError(f"sip call_slots must be at least {self.legs_per_call}, not {self.call_slots}")
         if self.media_timeout_s <= 0:
             raise SipError(f"sip media_timeout_s must be positive, not {self.media_timeout_s}")
-        if self.transfer.mode not in TRANSFER_MODES:
-            raise SipError(f"sip transfer mode must be refer or bridge, not {self.transfer.mode!r}")
+        self.transfer.check()
         self.security.check()
-        for what, uri in (("transfer target_uri", self.transfer.target_uri),
-                          ("register registrar_uri", self.register.registrar_uri)):
-            if uri and not uri.lower().startswith(("sip:", "sips:")):
-                raise SipError(f"sip {what} must be a sip: URI, not {uri!r}")
+        registrar = self.register.registrar_uri
+        if registrar and not registrar.lower().startswith(("sip:", "sips:")):
+            raise SipError(f"sip register registrar_uri must be a sip: URI, not {registrar!r}")
         if self.register.registrar_uri and not self.register.username:
             raise SipError("sip register needs a username with its registrar_uri")

@@ -53,7 +53,15 @@ class SipTransport:
                 return
 
     async def transfer(self, transfer: Transfer, target_uri: str | None = None) -> bool:
-        """REFER or bridge (as configured) to ``target_uri``, else to the configured transfer target."""
+        """REFER or bridge (as configured) to ``target_uri`` (an agent's phone, which must be on one of the
+        configured agent domains), else to the configured transfer target."""
+        if target_uri and not self._transfer.admits_agent(target_uri):
+            log.error("call %s: the agent's URI %s is on none of [sip.transfer] agent_domains (%s): not connecting"
+                      " the caller there", self.leg.sip_call_id, target_uri,
+                      ", ".join(self._transfer.agent_domains) or "none set")
+            self.ended_by = "transfer_failed:agent not on an agent domain"
+            await self.leg.hangup()
+            return False
         target = target_uri or self._transfer.target_uri
         if not target:
             log.warning("call %s: transfer to queue %s asked, but no sip transfer target is configured: hanging up",

@@ -21,7 +21,7 @@ import os
 import signal
 import sys
 
-from voicebot.app import open_runtime
+from voicebot.app import open_runtime, service_queue
 from voicebot.errors import VoicebotError
 from voicebot.metrics import CallMetrics
 from voicebot.sip.pool import READY, WorkerSpec, decode_spec
@@ -74,7 +74,8 @@ async def _serve(spec: WorkerSpec) -> None:
         # The service opened the store first and recovered calls a crash left open: not again here,
         # or this worker would mark its siblings' calls as interrupted.
         async with open_store(settings, recover=False) as store:
-            async with open_runtime(settings, StoreRecorder(store, CallMetrics())) as runtime:
+            async with open_runtime(settings, StoreRecorder(store, CallMetrics()),
+                                    queue=service_queue(settings, store)) as runtime:
                 recordings = settings.recordings_dir if settings.recording.enabled else None
                 async with open_sip_service(runtime, settings.sip, recordings_dir=recordings) as service:
                     assert service.address is not None

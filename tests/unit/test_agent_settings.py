@@ -1,0 +1,161 @@
+"""The settings that connect waiting callers to agents: ``[queue] enabled``, ``[sip.transfer] agent_domains``,
+what the SIP front relays for them, and the worker's own refusal of an agent's URI outside them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from voicebot.config import ConfigError, Settings, load_settings
+from voicebot.events import Transfer
+from voicebot.serve import agent_uri_check
+from voicebot.sip.front import render_dispatcher_list, render_front_config
+from voicebot.sip.leg import TransferResult
+from voicebot.sip.settings import SipError, SipSettings, SipTransferSettings
+from voicebot.sip.transport import SipTransport
+from tests.unit.test_front_config import WORKERS, route
+
+KAMAILIO = shutil.which("kamailio")
+
+
+def settings_from(tmp_path: Path, text: str, env: dict | None = None):
+    cfg = tmp_path / "voicebot.toml"
+    cfg.write_text(text)
+    return load_settings(cfg, env=env or {})
+
+
+def test_the_queue_is_on_by_default_and_the_file_or_the_environment_turns_it_off(tmp_path):
+    assert settings_from(tmp_path, "").queue.enabled
+    assert not settings_from(tmp_path, "[queue]\nenabled = false\n").queue.enabled
+    assert not settings_from(tmp_path, "", {"VOICEBOT_QUEUE": "off"}).queue.enabled
+
+
+def test_agent_domains_load_from_the_file_and_bad_ones_are_one_line(tmp_path):
+    s = settings_from(tmp_path, '[sip.transfer]\nagent_domains = ["PBX.example.org", "10.0.0.7:5070"]\n')
+    assert s.sip.transfer.agent_domains == ("PBX.example.org", "10.0.0.7:5070")
+    for bad in ('"pbx.example.org/x"', '"10.0.0.7:99999"', '"sip:anna@pbx"'):
+        with pytest.raises(ConfigError, match="agent_domains") as e:
+            settings_from(tmp_path, f"[sip.transfer]\nagent_domains = [{bad}]\n")
+        assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("uri, admitted", [
+    ("sip:anna@pbx.example.org", True),
+    ("sip:anna@PBX.Example.org:5080;transport=tcp", True),  # any port on a bare host
+    ("sips:anna@pbx.example.org", True),
+    ("<sip:anna@pbx.example.org>", True),
+    ("sip:anna@10.0.0.7:5070", True),
+    ("sip:anna@10.0.0.7", False),  # 5060, not the listed port
+    ("sip:anna@10.0.0.7:5071", False),
+    ("sip:anna@evil.example.org", False),
+    ("sip:anna@pbx.example.org.evil.net", False),
+    ("tel:+358401234567", False),
+    ("", False),
+])
+def test_an_agent_s_uri_is_admitted_only_on_a_listed_host_and_port(uri, admitted):
+    transfer = SipTransferSettings(agent_domains=("pbx.example.org", "10.0.0.7:5070"))
+    assert transfer.admits_agent(uri) is admitted
+    assert (agent_uri_check(Settings(sip=SipSettings(transfer=transfer)))(uri) is None) is admitted
+
+
+def test_with_no_agent_domains_no_agent_is_admitted_and_the_check_says_so():
+    assert not SipTransferSettings().admits_agent("sip:anna@pbx.example.org")
+    problem = agent_uri_check(Settings())("sip:anna@pbx.example.org")
+    assert problem is not None and "agent_domains" in problem and "none set" in problem
+
+
+def test_bridging_to_agents_takes_two_call_slots_per_call_even_without_a_fixed_target():
+    bridge_to_agents = SipSettings(transfer=SipTransferSettings(mode="bridge", agent_domains=("pbx",)))
+    assert bridge_to_agents.legs_per_call == 2 and bridge_to_agents.capacity == 2
+    assert SipSettings(transfer=SipTransferSettings(mode="refer", agent_domains=("pbx",))).legs_per_call == 1
+    assert SipSettings(transfer=SipTransferSettings(mode="bridge")).legs_per_call == 1
+
+
+def test_the_front_lets_workers_call_phones_on_the_agent_domains(tmp_path):
+    sip = SipSettings(host="127.0.0.1", port=5090, transfer=SipTransferSettings(
+        mode="bridge", agent_domains=("PBX.example.org", "10.0.0.7:5070")))
+    config = render_front_config(sip, WORKERS, dispatcher_list=tmp_path / "d.list")
+    body = route(config, "AGENT_DOMAIN")
+    assert 'if (($rz == "sip" || $rz == "sips") && $(rd{s.tolower}) == "pbx.example.org") {' in body
+    assert '$(rd{s.tolower}) == "10.0.0.7" && $rp == 5070' in body
+    assert body.count("return 1") == 2
+    assert "$rz" not in route(render_front_config(SipSettings(host="127.0.0.1", port=5090), WORKERS,
+                                                  dispatcher_list=tmp_path / "d.list"), "AGENT_DOMAIN")
+    assert "route(TRANSFER_TARGET) || route(AGENT_DOMAIN)" in config
+
+
+@pytest.mark.skipif(KAMAILIO is None, reason="kamailio is not installed (make debs installs it)")
+def test_kamailio_accepts_a_config_with_agent_domains(tmp_path):
+    listed = tmp_path / "dispatcher.list"
+    listed.write_text(render_dispatcher_list(WORKERS))
+    cfg = tmp_path / "kamailio.cfg"
+    sip = SipSettings(host="127.0.0.1", port=5090, transfer=SipTransferSettings(
+        mode="bridge", target_uri="sip:agents@pbx.example.org", agent_domains=("pbx.example.org", "10.0.0.7:5070")))
+    cfg.write_text(render_front_config(sip, WORKERS, dispatcher_list=listed))
+    proc = subprocess.run([KAMAILIO, "-c", "-f", str(cfg)], check=False, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_a_bad_agent_domain_never_reaches_the_front_s_config(tmp_path):
+    sip = SipSettings(host="127.0.0.1", port=5090, transfer=SipTransferSettings(agent_domains=('pbx"; exit;',)))
+    with pytest.raises(SipError, match="agent_domains"):
+        render_front_config(sip, WORKERS, dispatcher_list=tmp_path / "d.list")
+
+
+# --------------------------------------------------------------------------- the worker's own check
+
+
+class FakeLeg:
+    """The parts of a LegHandle SipTransport.transfer uses."""
+
+    remote_uri = "<sip:+358401234567@127.0.0.1>"
+    sip_call_id = "call-1"
+
+    def __init__(self) -> None:
+        self.referred: list[str] = []
+        self.hung_up = False
+
+    async def blind_transfer(self, uri: str, timeout_s: float) -> TransferResult:
+        self.referred.append(uri)
+        return TransferResult(True, 200, "OK")
+
+    async def hangup(self) -> None:
+        self.hung_up = True
+
+
+async def test_a_worker_refers_a_caller_to_an_agent_on_an_agent_domain_and_to_no_other(caplog):
+    transfer = SipTransferSettings(mode="refer", target_uri="sip:desk@pbx.example.org", agent_domains=("pbx.example.org",))
+    leg = FakeLeg()
+    assert await SipTransport(leg, transfer).transfer(Transfer("caller_request", ""), "sip:anna@pbx.example.org")
+    assert leg.referred == ["sip:anna@pbx.example.org"]
+
+    leg = FakeLeg()
+    transport = SipTransport(leg, transfer)
+    assert not await transport.transfer(Transfer("caller_request", ""), "sip:anna@evil.example.org")
+    assert leg.referred == [] and leg.hung_up
+    assert transport.ended_by == "transfer_failed:agent not on an agent domain"
+    assert "on none of [sip.transfer] agent_domains" in caplog.text
+
+    leg = FakeLeg()  # the fixed target (no queue) needs no agent domain
+    assert await SipTransport(leg, SipTransferSettings(target_uri="sip:desk@elsewhere.org")).transfer(
+        Transfer("caller_request", ""))
+    assert leg.referred == ["sip:desk@elsewhere.org"]
+
+
+async def test_a_worker_bridges_to_an_agent_on_an_agent_domain_and_to_no_other():
+    dialed: list[str] = []
+
+    async def bridge(leg, uri: str) -> bool:
+        dialed.append(uri)
+        return True
+
+    transfer = SipTransferSettings(mode="bridge", agent_domains=("10.0.0.7:5070",))
+    transport = SipTransport(FakeLeg(), transfer, bridge=bridge)
+    assert await transport.transfer(Transfer("caller_request", ""), "sip:anna@10.0.0.7:5070")
+    assert transport.bridged and dialed == ["sip:anna@10.0.0.7:5070"]
+    transport = SipTransport(FakeLeg(), transfer, bridge=bridge)
+    assert not await transport.transfer(Transfer("caller_request", ""), "sip:anna@10.0.0.7:5060")
+    assert not transport.bridged and dialed == ["sip:anna@10.0.0.7:5070"]
