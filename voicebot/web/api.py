@@ -28,6 +28,7 @@ from voicebot.web.auth import (
     Auth, Principal, auth_middleware, current_user, public, public_on_loopback, roles, setup_auth,
 )
 from voicebot.web.agent_pages import add_agent_routes
+from voicebot.web.dashboard import add_dashboard
 from voicebot.web.pages import add_page_routes
 from voicebot.web.queue_api import add_queue_routes
 
@@ -78,6 +79,7 @@ def make_app(store: CallStore, metrics: CallMetrics, *, owns_store: bool = False
     ])
     add_page_routes(app)
     add_queue_routes(app, store)
+    add_dashboard(app, store)
     add_agent_routes(app, store)
     return app
 

@@ -8,6 +8,7 @@ a short-lived SameSite=Strict cookie and in the form, compared on POST.
 from __future__ import annotations
 
 import html
+import re
 from string import Template
 
 from aiohttp import web
@@ -22,6 +23,8 @@ LOGIN_CSRF_COOKIE = "voicebot_login_csrf"
 LOGIN_FORM_LIFETIME_S = 3600
 #: longest user name accepted from the form
 MAX_NAME_CHARS = 64
+#: what new_secret() makes (a login form's token is taken back from its cookie only in this shape)
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 _STYLE = ("body{font-family:system-ui,sans-serif;max-width:24rem;margin:4rem auto;padding:0 1rem;line-height:1.4}"
           "label{display:block;margin:.8rem 0 .2rem}input{width:100%;padding:.4rem;box-sizing:border-box}"
@@ -152,7 +155,10 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 def _login_page(request: web.Request, target: str, name: str = "", error: str = "",
                 status: int = 200) -> web.Response:
-    token = new_secret()
+    # the form already open in this browser stays good: a browser also loads /login on its own (the
+    # redirect of its /favicon.ico request), which must not turn the form the person is filling in stale
+    kept = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    token = kept if _TOKEN_SHAPE.fullmatch(kept) else new_secret()
     body = _LOGIN.substitute(
         error=f'<p class="error" role="alert">{html.escape(error)}</p>\n' if error else "",
         csrf_field=CSRF_FIELD, csrf=token, next=html.escape(target), name=html.escape(name))
