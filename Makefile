@@ -12,9 +12,10 @@ STAMP   := $(VENV)/.installed
 # baresip-core: the real SIP phone the SIP tests call the service with (baresip without its GUI front-ends);
 # sphinxtrain, sphinxbase-utils, pocketsphinx: adapting PocketSphinx's model (voicebot models adapt);
 # kamailio: the SIP front that spreads calls over the worker processes and keeps scanners out;
-# postgresql: the server the store's tests start a throwaway cluster of (no system service is used)
+# postgresql: the server the store's tests start a throwaway cluster of (no system service is used);
+# chromium: the real browser the dashboard's acceptance test drives through Playwright (no browser download)
 DEBS    := espeak-ng libespeak-ng1 sox libsox-fmt-base libportaudio2 libsndfile1 baresip-core \
-           sphinxtrain sphinxbase-utils pocketsphinx kamailio postgresql
+           sphinxtrain sphinxbase-utils pocketsphinx kamailio postgresql chromium
 ADAPTED := models/pocketsphinx-en-us-adapted/means
 EXAMPLES := $(wildcard examples/calls/*.wav)
 
