@@ -93,7 +93,6 @@ async def replayed(wav: Path, server: str, token: str) -> AsyncIterator[asyncio.
             await replay.wait()
 
 
-@pytest.mark.allow_slow_callbacks  # Playwright's driver hands whole screenshots to the loop at once
 async def test_a_supervisor_watches_a_caller_wait_and_an_agent_in_another_browser_take_the_call(tmp_path: Path,
                                                                                                browser):
     wav = await asyncio.to_thread(build_call, WAITING_CALLER, tmp_path)
