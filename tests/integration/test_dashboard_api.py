@@ -313,6 +313,32 @@ async def test_the_socket_sends_a_calls_transcript_as_it_happens_masked_and_drop
         assert gone["data"] is None and figures["data"]["contained"] == 1
 
 
+async def test_the_socket_sends_callbacks_agents_and_applications_as_they_change(client, store, users):
+    token, _ = await issue_token(store, "sam")
+    await live_call(store, "form-1")
+    async with client.ws_connect("/dashboard/ws", headers=bearer(token)) as ws:
+        await receive(ws)
+        callback = await store.request_callback("form-1", "general", "0401234567")
+        callbacks = await until_message(ws, lambda m: section("callbacks")(m) and m["data"])
+        assert [(c["callback_id"], c["number"], c["state"]) for c in callbacks["data"]] == [
+            (callback.callback_id, "040****567", "open")]
+        assert "0401234567" not in callbacks["html"]
+        await store.claim_callback(callback.callback_id, "gail")
+        await store.close_callback(callback.callback_id, "done")
+        callbacks = await until_message(ws, lambda m: section("callbacks")(m) and not m["data"])
+        assert "No callbacks to make." in callbacks["html"]
+
+        await store.set_agent_state("gail", "available")
+        agents = await until_message(ws, section("agents"))
+        assert {a["name"]: a["state"] for a in agents["data"]} == {"ben": "away", "gail": "available"}
+
+        await store.save_intake("form-1", IntakeForm("housing_allowance", "incomplete", {"personal_id": PID}))
+        applications = await until_message(ws, lambda m: section("applications")(m) and m["data"])
+        assert [(a["call_id"], a["status"], a["fields"]) for a in applications["data"]] == [
+            ("form-1", "incomplete", {"personal_id": MASKED})]
+        assert PID not in applications["html"] and "/dashboard/applications/form-1" in applications["html"]
+
+
 async def test_a_change_made_by_another_process_reaches_the_socket(loop_guard, aiohttp_client, store_url, clock,
                                                                    ticks):
     """Another store on the same database stands for another service process (SQLite's change log,

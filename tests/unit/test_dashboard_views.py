@@ -15,7 +15,7 @@ from voicebot.storage.base import ApplicationRecord, CallRecord
 from voicebot.storage.figures import CallGroup, WaitGroup, day_window, fold_figures
 from voicebot.storage.records import QueueEntry
 from voicebot.web.dashboard_views import (
-    ApplicationView, CallView, QueueRow, applications_csv, duration_text, hourly_chart_svg, mask_phone, queue_rows,
+    ApplicationView, CallView, QueueRow, applications_csv, duration_text, hourly_chart_svg, mask_phone, mask_text, queue_rows,
     render_application, render_call, render_figures, render_queue,
 )
 
@@ -44,6 +44,17 @@ def record(call_id: str, turns: list[Turn], fields: dict | None = None, caller: 
 ])
 def test_phone_numbers_keep_only_their_ends(number, masked):
     assert mask_phone(number) == masked
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("call me at 0401234567 please", "call me at 040****567 please"),
+    ("+358 40 123 4567", "+358 ** *** *567"),
+    ("it is 131052-308T", "it is 131052-***T"),
+    ("one three one zero five two dash three zero eight tee", "one three one zero five two dash *** tee"),
+    ("rent 850, postal code 00100, reference HA100001", "rent 850, postal code 00100, reference HA100001"),
+])
+def test_transcript_text_loses_identity_codes_and_phone_numbers_but_keeps_other_numbers(text, shown):
+    assert mask_text(text) == shown
 
 
 @pytest.mark.parametrize("seconds, text", [(None, "–"), (0, "0 s"), (59.4, "59 s"), (75, "1 min 15 s"),

@@ -29,6 +29,8 @@ PHONE_KEPT_DIGITS = 3
 #: cells a spreadsheet would run as a formula start with one of these (CSV injection)
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _DIGIT = re.compile(r"\d")
+#: a phone number written in text: eight or more digits, maybe grouped by spaces or dashes, maybe after a "+"
+_WRITTEN_PHONE = re.compile(r"(?<![\w*])\+?\d(?:[ -]?\d){7,}(?!\w)")
 #: the export's columns before the form's fields
 EXPORT_COLUMNS = ("call_id", "form", "status", "reference", "caller", "call_status", "created_at", "updated_at",
                   "submitted_at")
@@ -47,6 +49,17 @@ def mask_phone(number: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def mask_text(text: str) -> str:
+    """Transcript text and field values as the dashboard shows them: identity codes masked written and spoken
+    (voicebot.privacy), and phone numbers written out in digits masked as ``mask_phone`` does."""
+    return _WRITTEN_PHONE.sub(lambda m: mask_phone(m.group()), mask_personal_data(text))
+
+
+def mask_fields_for_view(fields: Mapping[str, object]) -> dict[str, object]:
+    """A form's fields as the dashboard shows them (text masked as ``mask_text``)."""
+    return {name: mask_text(value) if isinstance(value, str) else mask_json(value) for name, value in fields.items()}
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -90,8 +103,8 @@ class CallView:
         return cls(
             report.call_id, mask_phone(mask_personal_id(report.caller_id)), report.started_at, record.status,
             tuple(dict.fromkeys(report.intents)), intake.form if intake else None,
-            mask_json(dict(intake.fields)) if intake else {},
-            tuple(TurnView(t.speaker, mask_personal_data(t.text), t.start_s, t.intent) for t in shown),
+            mask_fields_for_view(intake.fields) if intake else {},
+            tuple(TurnView(t.speaker, mask_text(t.text), t.start_s, t.intent) for t in shown),
             len(report.turns) - len(shown))
 
     def to_json(self) -> dict:
@@ -131,8 +144,8 @@ class QueueRow:
         return cls(entry.entry_id, entry.call_id, entry.queue, entry.state, position, entry.priority, entry.reason,
                    mask_phone(mask_personal_id(entry.caller_id)), entry.enqueued_at, max(0.0, wait_s), entry.agent,
                    tuple(dict.fromkeys(report.intents)) if report else (),
-                   mask_personal_data(said[-1]) if said else "", intake.form if intake else None,
-                   mask_json(dict(intake.fields)) if intake else {})
+                   mask_text(said[-1]) if said else "", intake.form if intake else None,
+                   mask_fields_for_view(intake.fields) if intake else {})
 
     def to_json(self) -> dict:
         return {"entry_id": self.entry_id, "call_id": self.call_id, "queue": self.queue, "state": self.state,
@@ -199,7 +212,7 @@ class ApplicationView:
         intake = record.intake
         return cls(record.call_id, intake.form, intake.status, intake.reference,
                    mask_phone(mask_personal_id(record.caller_id)), record.call_status,
-                   mask_json(dict(intake.fields)), record.created_at, record.updated_at, record.submitted_at)
+                   mask_fields_for_view(intake.fields), record.created_at, record.updated_at, record.submitted_at)
 
     def to_json(self) -> dict:
         return {"call_id": self.call_id, "form": self.form, "status": self.status, "reference": self.reference,
