@@ -27,7 +27,6 @@ PAGE_WAIT_MS = 60_000
 async_api = pytest.importorskip("playwright.async_api", reason="pip install playwright (the dev extras)")
 
 
-@pytest.mark.allow_slow_callbacks  # Playwright's driver hands whole pages to the loop at once
 async def test_an_agent_accepts_a_caller_opens_the_code_and_marks_the_call_done_in_the_browser(tmp_path):
     if not CHROMIUM.exists():
         message = "Debian's chromium is not installed (make test installs it)"
