@@ -3,13 +3,17 @@ and reading frame bytes out of pjsua2's vectors."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pjsua2 as pj
 import pytest
 
+from voicebot.config import Settings
 from voicebot.sip.account import registrar_host
 from voicebot.sip.client import parse_dtmf
 from voicebot.sip.leg import bare_uri, caller_id_from
 from voicebot.sip.media import read_frame
+from voicebot.sip.pool import worker_settings
 from voicebot.sip.settings import SipError, SipRegistration, SipSettings, SipTransferSettings
 
 
@@ -44,6 +48,20 @@ def test_capacity_is_limited_by_pjsip_call_slots_and_bridged_legs():
     assert SipSettings(max_calls=16, call_slots=4, transfer=bridge).capacity == 2
     assert SipSettings(max_calls=16, call_slots=64, transfer=bridge).capacity == 16
 
+
+
+@pytest.mark.parametrize("max_calls, workers, shares", [
+    (10, None, [4, 3, 3]),  # rounded up each, these took 12 calls
+    (20, None, [4, 4, 4, 4, 4]),
+    (5, None, [3, 2]),
+    (10, 2, [4, 4]),  # fewer workers than max_calls needs: their call slots are the limit
+    (2, 3, [1, 1, 1]),  # more workers than calls: one each
+])
+def test_the_workers_shares_of_calls_add_up_to_max_calls(max_calls, workers, shares):
+    settings = replace(Settings(), sip=SipSettings(max_calls=max_calls, workers=workers, call_slots=4))
+    count = settings.sip.worker_count
+    got = [worker_settings(settings, i, count, 0, "127.0.0.1:5060").sip.capacity for i in range(count)]
+    assert got == shares
 
 @pytest.mark.parametrize("remote, caller_id, uri", [
     ('"Ann Smith" <sip:+358401234567@pbx.example.org;user=phone>', "+358401234567",

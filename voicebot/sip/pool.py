@@ -57,7 +57,9 @@ def decode_spec(line: bytes) -> WorkerSpec:
 def worker_settings(settings: Settings, index: int, count: int, port: int, front_address: str) -> Settings:
     """A worker's own settings: SIP on a loopback port, its share of calls and RTP ports."""
     sip = settings.sip
-    share = -(-sip.max_calls // count)
+    # The shares add up to max_calls (10 over 3 workers: 4, 3, 3); each rounded up let the
+    # workers of a 10-call service take 12 at once. (More workers than calls: one each.)
+    share = max(1, sip.max_calls // count + (index < sip.max_calls % count))
     rtp_range = sip.rtp_port_range // count if sip.rtp_port else 0
     worker_sip = replace(
         sip, host=WORKER_HOST, port=port, udp=True, tcp=False, public_address=None,
