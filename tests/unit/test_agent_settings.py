@@ -1,5 +1,6 @@
 """The settings that connect waiting callers to agents: ``[queue] enabled``, ``[sip.transfer] agent_domains``,
-what the SIP front relays for them, and the worker's own refusal of an agent's URI outside them."""
+what the SIP front relays for them, the worker's own refusal of an agent's URI outside them, what the service
+says about them at start, and the SIP URI an agent login is given."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from voicebot.config import ConfigError, Settings, load_settings
+from tests.integration.test_web_auth import CHEAP
+from tests.unit.test_front_config import WORKERS, route
+from voicebot.config import ConfigError, QueueSettings, Settings, load_settings
 from voicebot.events import Transfer
-from voicebot.serve import agent_uri_check
+from voicebot.serve import _check_agents, agent_uri_check
 from voicebot.sip.front import render_dispatcher_list, render_front_config
 from voicebot.sip.leg import TransferResult
 from voicebot.sip.settings import SipError, SipSettings, SipTransferSettings
 from voicebot.sip.transport import SipTransport
-from tests.unit.test_front_config import WORKERS, route
+from voicebot.storage import SqliteCallStore
+from voicebot.web.accounts import AccountError, add_account
+from voicebot.web.auth import Passwords
 
 KAMAILIO = shutil.which("kamailio")
 
@@ -159,3 +164,37 @@ async def test_a_worker_bridges_to_an_agent_on_an_agent_domain_and_to_no_other()
     transport = SipTransport(FakeLeg(), transfer, bridge=bridge)
     assert not await transport.transfer(Transfer("caller_request", ""), "sip:anna@10.0.0.7:5060")
     assert not transport.bridged and dialed == ["sip:anna@10.0.0.7:5070"]
+
+
+# --------------------------------------------------------------------------- what the service says at start
+
+
+async def test_the_service_names_at_start_what_keeps_callers_from_agents(tmp_path, caplog):
+    async with SqliteCallStore(tmp_path / "voicebot.sqlite3") as store:
+        await store.save_agent("anna", "sip:anna@pbx.example.org", ["general"])
+        await store.save_agent("olli", "sip:olli@elsewhere.example.org", ["general"])
+        caplog.set_level("INFO", logger="voicebot")
+        await _check_agents(Settings(), store)
+        assert "agent_domains is empty: no agent can be connected" in caplog.text
+        caplog.clear()
+        on_pbx = Settings(sip=SipSettings(transfer=SipTransferSettings(agent_domains=("pbx.example.org",))))
+        await _check_agents(on_pbx, store)
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warned == ["agent olli cannot take callers: sip:olli@elsewhere.example.org is on none of"
+                          " [sip.transfer] agent_domains"]
+        caplog.clear()
+        await _check_agents(Settings(queue=QueueSettings(enabled=False)), store)
+        assert [r.levelname for r in caplog.records] == ["INFO"]
+
+
+async def test_an_agent_login_needs_a_sip_uri_the_service_can_dial_or_none_yet(tmp_path):
+    async with SqliteCallStore(tmp_path / "voicebot.sqlite3") as store:
+        passwords = Passwords(CHEAP)
+        for bad in ("anna@pbx.example.org", "tel:+358401234567", "sip:"):
+            with pytest.raises(AccountError, match="SIP URI"):
+                await add_account(store, passwords, "anna", "agent", "correct horse battery", sip_uri=bad)
+        assert await store.get_user("anna") is None
+        made = await add_account(store, passwords, "anna", "agent", "correct horse battery",
+                                 sip_uri="sip:anna@pbx.example.org:5070")
+        assert made.agent.sip_uri == "sip:anna@pbx.example.org:5070"
+        assert (await add_account(store, passwords, "scraper", "agent", "correct horse battery")).agent.sip_uri == ""

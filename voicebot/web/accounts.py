@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from voicebot.errors import VoicebotError
+from voicebot.sip.settings import sip_uri_parts
 from voicebot.storage.base import CallStore
 from voicebot.storage.records import DEFAULT_QUEUE, ROLES, Agent, ApiToken, Role, User
 from voicebot.web.auth import Passwords, check_password_rules, new_api_token, secret_hash
@@ -56,6 +57,8 @@ async def add_account(store: CallStore, passwords: Passwords, name: str, role: R
     check_name(name)
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if sip_uri and sip_uri_parts(sip_uri) is None:
+        raise AccountError(f"an agent's SIP URI looks like sip:anna@pbx.example.org, not {sip_uri!r}")
     _check_password(password)
     if await store.get_user(name) is not None:
         raise AccountError(f"a user named {name!r} already exists")
