@@ -43,7 +43,8 @@ test: setup
 
 setup: debs $(STAMP) $(ADAPTED)
 
-# PocketSphinx adapted to synthetic voices: built once, reproducibly, from the scenario
+# PocketSphinx adapted to synthetic voices: built once from the scenario (espeak-ng now and then
+# differs in the last bit or two of a sample, so two builds are close, not identical)
 $(ADAPTED): $(STAMP) voicebot/asr/adapt.py scenarios/benefits.toml
 	$(BIN)/voicebot models adapt
 
