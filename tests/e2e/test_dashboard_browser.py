@@ -4,7 +4,7 @@ synthesized caller is replayed into the service's queue by the real ``voicebot r
 A supervisor signs in; the caller asks for a person and waits; the waiting caller appears on the
 dashboard without the page being reloaded (over its WebSocket); an agent in a second browser context
 accepts the call in the agent view, and it leaves the queue on the supervisor's screen; the agent marks
-it done. Screenshots of the dashboard are kept in test-artifacts/ (their paths are printed).
+it done; when the supervisor's login ends, the page goes to the login form. Screenshots of the dashboard are kept in test-artifacts/ (their paths are printed).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from voicebot.storage import SqliteCallStore
 from voicebot.testing.callgen import build_call
 from voicebot.web.accounts import add_account, issue_token
 from voicebot.web.api import make_app
-from voicebot.web.auth import Auth, Passwords
+from voicebot.web.auth import SESSION_COOKIE, Auth, Passwords, secret_hash
+from voicebot.web.dashboard import DASHBOARD, Dashboard, DashboardSettings
 from voicebot.web.server import run_http
 
 pytestmark = pytest.mark.slow
@@ -104,6 +105,7 @@ async def test_a_supervisor_watches_a_caller_wait_and_an_agent_in_another_browse
         await store.set_agent_state("alice", "available")
         token, _ = await issue_token(store, "sam")
         app = make_app(store, CallMetrics(), auth=Auth(store, passwords=passwords))
+        app[DASHBOARD] = Dashboard(store, DashboardSettings(recheck_s=1.0))  # logins re-checked every second
         async with run_http(app, "127.0.0.1", 0) as endpoint:
             supervisor = await browser.new_context(viewport={"width": 1400, "height": 1000})
             agent = await browser.new_context()
@@ -162,6 +164,11 @@ async def test_a_supervisor_watches_a_caller_wait_and_an_agent_in_another_browse
             assert await dashboard.get_attribute("body", "data-live") == "open"
             shot = await screenshot(dashboard, "dashboard-after-agent.png")
             assert shot.stat().st_size > 10_000
+
+            # the supervisor's login ends elsewhere (expired, signed out in another tab): the page goes to the form
+            [cookie] = [c for c in await supervisor.cookies() if c["name"] == SESSION_COOKIE]
+            assert await store.delete_session(secret_hash(cookie["value"]))
+            await dashboard.wait_for_url(f"{endpoint.url}/login?next=/dashboard", timeout=PAGE_WAIT_MS)
             assert errors == []
             await agent.close()
             await supervisor.close()

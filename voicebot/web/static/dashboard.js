@@ -65,7 +65,9 @@
     const url = new URL("/dashboard/ws", window.location.href);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     const socket = new WebSocket(url);
+    let opened = false;
     socket.onopen = () => {
+      opened = true;
       retryMs = 1000;
       setLive("open", "live");
     };
@@ -74,6 +76,12 @@
       if (event.code === LOGIN_GONE) {
         window.location.reload();
         return;
+      }
+      if (!opened) {
+        // refused: if it is because the login is gone, the reload shows the login form
+        fetch("/api/me", {credentials: "same-origin"})
+          .then((answer) => { if (answer.status === 401) window.location.reload(); })
+          .catch(() => {});
       }
       setLive("closed", `reconnecting in ${Math.round(retryMs / 1000)} s…`);
       window.setTimeout(connect, retryMs);
