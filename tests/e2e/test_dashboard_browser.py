@@ -21,6 +21,7 @@ import pytest
 from argon2 import PasswordHasher
 
 from tests.e2e.test_queue_replay import WAITING_CALLER
+from voicebot.calls.report import CallReport
 from voicebot.config import PROJECT_ROOT
 from voicebot.metrics import CallMetrics
 from voicebot.storage import SqliteCallStore
@@ -172,3 +173,33 @@ async def test_a_supervisor_watches_a_caller_wait_and_an_agent_in_another_browse
             assert errors == []
             await agent.close()
             await supervisor.close()
+
+
+async def test_the_page_reconnects_after_its_socket_drops_and_goes_to_the_login_form_once_refused(tmp_path: Path,
+                                                                                                browser):
+    async with SqliteCallStore(tmp_path / "voicebot.sqlite3") as store:
+        passwords = Passwords(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
+        await add_account(store, passwords, "sam", "supervisor", PASSWORD)
+        app = make_app(store, CallMetrics(), auth=Auth(store, passwords=passwords))
+        async with run_http(app, "127.0.0.1", 0) as endpoint:
+            context = await browser.new_context()
+            page = await sign_in(context, endpoint.url, "/dashboard", "sam")
+            await page.wait_for_selector("body[data-live=open]", timeout=PAGE_WAIT_MS)
+            await page.evaluate("window.sameDocument = 'yes'")
+            first = int(await page.get_attribute("body", "data-updates"))
+
+            await app[DASHBOARD].close_sockets()  # as when a service process stops: the page connects again
+            await expect(page.locator("body")).not_to_have_attribute("data-updates", str(first), timeout=PAGE_WAIT_MS)
+            await expect(page.locator("body")).to_have_attribute("data-live", "open", timeout=PAGE_WAIT_MS)
+            await store.start_call(CallReport(call="sip:x", call_id="after-reconnect", caller_id="+358401234567"))
+            await store.enqueue("after-reconnect", "general", reason="caller_request", caller_id="+358401234567")
+            await expect(page.locator('[data-section="queue"] tr[data-call="after-reconnect"]')).to_have_count(
+                1, timeout=PAGE_WAIT_MS)
+            assert await page.evaluate("window.sameDocument") == "yes"
+
+            # the login ends and the socket drops: the new socket is refused, and the page asks why
+            [cookie] = [c for c in await context.cookies() if c["name"] == SESSION_COOKIE]
+            assert await store.delete_session(secret_hash(cookie["value"]))
+            await app[DASHBOARD].close_sockets()
+            await page.wait_for_url(f"{endpoint.url}/login?next=/dashboard", timeout=PAGE_WAIT_MS)
+            await context.close()
