@@ -15,13 +15,12 @@ import pytest
 from aiohttp import WSMsgType, WSServerHandshakeError
 
 from tests.integration.test_web_auth import (  # noqa: F401 (fixtures)
-    CHEAP, MASKED, PASSWORD, PID, POLICY, SPOKEN, bearer, calls, clock, logged_in, passwords, record_call, store, ticks, users,
+    CHEAP, MASKED, PASSWORD, PID, POLICY, SPOKEN, bearer, calls, clock, logged_in, passwords, store, ticks, users,
 )
 from tests.store_backends import make_store
 from voicebot.calls.report import CallReport, Turn
-from voicebot.events import IntakeForm, Transfer
+from voicebot.events import IntakeForm
 from voicebot.metrics import CallMetrics
-from voicebot.storage import SqliteCallStore
 from voicebot.web.accounts import add_account, issue_token
 from voicebot.web.api import make_app
 from voicebot.web.auth import CSRF_HEADER, Auth, Passwords
