@@ -180,8 +180,8 @@ async def test_the_service_names_at_start_what_keeps_callers_from_agents(tmp_pat
         on_pbx = Settings(sip=SipSettings(transfer=SipTransferSettings(agent_domains=("pbx.example.org",))))
         await _check_agents(on_pbx, store)
         warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-        assert warned == ["agent olli cannot take callers: sip:olli@elsewhere.example.org is on none of"
-                          " [sip.transfer] agent_domains"]
+        assert warned == [("agent olli cannot take callers: sip:olli@elsewhere.example.org is on none of"
+                           " [sip.transfer] agent_domains")]
         caplog.clear()
         await _check_agents(Settings(queue=QueueSettings(enabled=False)), store)
         assert [r.levelname for r in caplog.records] == ["INFO"]

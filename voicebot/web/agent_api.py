@@ -203,8 +203,7 @@ async def set_agent_state(store: CallStore, user: Principal, state: object) -> A
     return changed
 
 
-async def accept(store: CallStore, user: Principal, now: datetime, uri_check: Callable[[str], str | None]
-                 ) -> CallerContext:
+async def accept(store: CallStore, user: Principal, uri_check: Callable[[str], str | None]) -> CallerContext:
     """Take the next caller of the agent's queues; the call worker holding it connects it to the agent's phone."""
     agent = await _agent(store, user)
     if not agent.sip_uri:
@@ -346,8 +345,7 @@ async def set_state(request: web.Request) -> web.Response:
 @roles("agent")
 @_refusals_as_json
 async def accept_next(request: web.Request) -> web.Response:
-    taken = await accept(request.app[DESK_STORE], current_user(request), web_now(request),
-                         request.app[AGENT_URI_CHECK])
+    taken = await accept(request.app[DESK_STORE], current_user(request), request.app[AGENT_URI_CHECK])
     return _masked({"entry": taken.to_json()})
 
 

@@ -100,8 +100,7 @@ async def state_form(request: web.Request) -> web.Response:
 
 @roles("agent")
 async def accept_form(request: web.Request) -> web.Response:
-    return await _act(request, accept(request.app[DESK_STORE], current_user(request), web_now(request),
-                                      request.app[AGENT_URI_CHECK]))
+    return await _act(request, accept(request.app[DESK_STORE], current_user(request), request.app[AGENT_URI_CHECK]))
 
 
 @roles("agent")
