@@ -12,13 +12,23 @@ pytest_plugins = ["pytester"]
 ROOT = Path(__file__).resolve().parents[2]
 
 PROBE = '''
-import asyncio, os, time
+import asyncio, gc, os, time
 
 async def test_sleeps_on_the_loop():
     time.sleep(0.5)
 
 async def test_awaits():
     await asyncio.sleep(0.5)
+
+async def test_collects_garbage():
+    junk = []
+    for _ in range(30):  # a big heap makes a full collection slow; built a callback at a time
+        junk.append([[i] for i in range(100_000)])
+        await asyncio.sleep(0)
+    start = time.perf_counter()
+    gc.collect()
+    assert time.perf_counter() - start > 0.3, "the collection was too quick to test anything"
+    del junk
 
 async def test_leaks_a_task():
     asyncio.create_task(asyncio.sleep(10))
@@ -40,12 +50,12 @@ async def test_waits_for_a_cpu_only():
 '''
 
 
-def test_a_blocking_call_and_a_leaked_task_fail_and_a_busy_machine_does_not(pytester: pytest.Pytester) -> None:
+def test_a_blocking_call_and_a_leaked_task_fail_and_a_busy_machine_or_a_collection_does_not(pytester: pytest.Pytester) -> None:
     shutil.copytree(ROOT / "tests", pytester.path / "tests", ignore=shutil.ignore_patterns("test_*", "__pycache__"))
     (pytester.path / "tests" / "unit" / "test_probe.py").write_text(PROBE)
     pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "tests/unit/test_probe.py")
-    result.assert_outcomes(passed=4, errors=2)  # the two errors are the guard's, at teardown
+    result.assert_outcomes(passed=5, errors=2)  # the two errors are the guard's, at teardown
     out = result.stdout.str()
     assert "ERROR tests/unit/test_probe.py::test_sleeps_on_the_loop" in out
     assert "ERROR tests/unit/test_probe.py::test_leaks_a_task" in out
