@@ -6,11 +6,7 @@ normalised text), for open speech the word error rate and the share of sentences
 words survive, and the decoding real-time factor. The open-speech test sentences are not in
 the language model's training list (tests/data/open_sentences.txt).
 
-    .venv/bin/python bench/asr_accuracy.py [--voices 4] [--stock] [--set topn=8 --set grammar:bestpath=false]
-
-By default it runs the acoustic model the service runs (the adapted one when `voicebot models
-adapt` has built it). ``--set`` changes a PocketSphinx setting for a tuning run (``grammar:``
-for the grammar searches only).
+    .venv/bin/python bench/asr_accuracy.py [--voices 4] [--engine pocketsphinx]
 """
 
 from __future__ import annotations
@@ -123,34 +119,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--voices", type=int, default=len(VOICES), help="how many voice/rate/channel set-ups")
     ap.add_argument("--seed", type=int, default=3)
-    ap.add_argument("--stock", action="store_true", help="the wheel's stock acoustic model, not the adapted one")
-    ap.add_argument("--set", action="append", default=[], metavar="[grammar:]KEY=VALUE",
-                    help="a PocketSphinx setting for this run")
     args = ap.parse_args()
 
-    from dataclasses import replace
+    from voicebot.asr.pocketsphinx import PocketSphinxEngine
 
-    from voicebot.asr.pocketsphinx import PocketSphinxEngine, PocketSphinxOptions
-    from voicebot.asr.select import find_pocketsphinx_model
-    from voicebot.config import load_settings
-
-    options = PocketSphinxOptions()
-    for item in args.set:
-        key, _, value = item.partition("=")
-        scope, _, key = key.rpartition(":")
-        parsed: object = {"true": True, "false": False}.get(value.lower(), value)
-        if isinstance(parsed, str):
-            try:
-                parsed = float(value) if any(c in value for c in ".e") else int(value)
-            except ValueError:
-                pass
-        target = "grammar_decoder" if scope == "grammar" else "decoder"
-        options = replace(options, **{target: {**getattr(options, target), key: parsed}})
-    acoustic = None if args.stock else find_pocketsphinx_model(None, load_settings(env={}).asr.models_dir)
     sentences = [s for s in (ROOT / "tests/data/open_sentences.txt").read_text().splitlines() if s and s[0] != "#"]
     t0 = time.time()
-    engine = PocketSphinxEngine(GrammarSet.load(ROOT / "grammars"), sentences, cache_dir=Path(tempfile.mkdtemp()),
-                                options=options, acoustic_model=acoustic)
+    engine = PocketSphinxEngine(GrammarSet.load(ROOT / "grammars"), sentences, cache_dir=Path(tempfile.mkdtemp()))
     print(f"engine {engine.name} {engine.model_name}: ready in {time.time() - t0:.2f} s")
     rng = random.Random(args.seed)
     top: dict[str, list[bool]] = defaultdict(list)

@@ -21,14 +21,14 @@ async def test_awaits():
     await asyncio.sleep(0.5)
 
 async def test_collects_garbage():
-    junk = []
-    for _ in range(30):  # a big heap makes a full collection slow; built a callback at a time
-        junk.append([[i] for i in range(100_000)])
-        await asyncio.sleep(0)
-    start = time.perf_counter()
-    gc.collect()
-    assert time.perf_counter() - start > 0.3, "the collection was too quick to test anything"
-    del junk
+    def slow_collection(phase, info):  # a full collection over a big heap, made slow on purpose
+        if phase == "start":
+            time.sleep(0.5)
+    gc.callbacks.append(slow_collection)
+    try:
+        gc.collect()
+    finally:
+        gc.callbacks.remove(slow_collection)
 
 async def test_leaks_a_task():
     asyncio.create_task(asyncio.sleep(10))

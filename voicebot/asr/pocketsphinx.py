@@ -4,18 +4,15 @@ Each dialogue state is an FSG search compiled from its JSGF grammar; open
 speech uses a domain trigram (see lm.py). Decoders are pooled: one per live
 call, reused by the next call, all built from the same files.
 
-Cepstral mean normalisation decides more than any beam setting. PocketSphinx's
-live CMN only updates its mean at the end of an utterance, weighting its prior
-like five seconds of speech, so a short turn is decoded entirely with the mean
-it started from; a caller whose voice or line differs from it comes out as word
+Cepstral mean normalisation decides more than any beam setting. Live CMN
+only updates its mean at the end of an utterance, weighting its prior like
+five seconds of speech, so a short turn is decoded entirely with the mean it
+started from; a caller whose voice or line differs from it comes out as word
 salad (first turns of calls: 28 of 64 right, against 40 of 64 with the
-utterance's own mean). Decoding every turn a second time with its own mean
-fixed that, but that second pass was most of the wait at the end of a turn.
-So the mean moves during the utterance instead (causal CMN): every 100 ms the
-mean in force becomes the caller's mean (learnt from their earlier turns)
-shrunk towards this utterance's own mean so far, and early in an utterance,
-while that estimate still moves a lot, the few seconds heard so far are decoded
-again with it. Only the search's own end work is left when the caller stops.
+utterance's own mean). So every stream keeps its caller's mean, learnt from
+the caller's own turns, and a turn whose own mean lies far from the one it was
+decoded with is decoded again with its own mean: in practice the first turn of
+each call, and turns after the line changes.
 
 Confidence is the best path's posterior probability; n-best alternatives
 share it by their lattice path scores.
@@ -47,13 +44,10 @@ log = logging.getLogger("voicebot.asr")
 
 OPEN_SEARCH = "_open"
 _LOG_BASE = 1.0001
-#: PocketSphinx's live CMN weighs the mean it is given like this many frames (CMN_WIN)
-_PS_CMN_WINDOW_FRAMES = 500
-#: the mean in force moves every 100 ms of audio (16-bit samples at 16 kHz)
-_CMN_STEP_BYTES = 3200
-#: a decode from the start reads (and puts back) the mean this often, so the
-#: frames since it was set never reach PocketSphinx's 800-frame rescaling
-_REDECODE_CHUNK_BYTES = 20 * _CMN_STEP_BYTES
+#: live CMN weighs its prior mean like this many frames of speech
+_CMN_PRIOR_FRAMES = 500
+#: decode a turn again when its own cepstral mean is this far (euclidean) from the mean it was decoded with
+_CMN_REDECODE_DISTANCE = 3.0
 _BUILD_VERSION = "1"
 
 
@@ -63,11 +57,7 @@ class PocketSphinxOptions:
 
     decoder: dict[str, object] = field(
         default_factory=lambda: {
-            # more Gaussians per frame: +2 of 21 identity codes right in our runs. Cheaper
-            # settings (topn 4, no flat-lexicon pass, ds 2) took recognizer CPU on the samples
-            # from 33.9 s to 16.4 s with the same results on one adapted model, but a clean
-            # build's model then passed 41/59 corpus calls (45-47 before) and live SIP calls
-            # were misheard more often (10-caller test 2 of 5 against 7 of 8): not worth it.
+            # more Gaussians per frame: +2 of 21 identity codes right in our runs
             "topn": 16,
             # dither is added here, per utterance (see dither_seed)
             "dither": False,
@@ -79,15 +69,6 @@ class PocketSphinxOptions:
     #: on whatever the process had decoded before (the same call replayed twice
     #: came out differently); ours starts from this seed at every utterance.
     dither_seed: int = 1
-    #: causal CMN: the caller's mean counts like this many frames against the
-    #: utterance's own (30: after half a second the utterance's own mean leads)
-    cmn_prior_frames: int = 30
-    #: at 0.5, 1 and 2 s into an utterance (frames) the audio so far is decoded
-    #: again when the mean estimate has moved this far (euclidean, cepstra) from
-    #: the mean it was decoded with; first turns of calls 30% -> 29% WER, and
-    #: "is there an app" stays an app (the corpus call c09 needs it)
-    cmn_restart_distance: float = 5.0
-    cmn_restart_until_frames: int = 200
     #: PocketSphinx settings for the grammar (FSG) searches only: a stronger word
     #: insertion penalty stops a trailing breath from becoming one more digit
     #: ("nine hundred fifty" heard as 958); corpus 46 -> 47 of 59 calls
@@ -257,7 +238,7 @@ class PocketSphinxStream:
         # this caller's cepstral mean, learnt from their turns (frames-weighted)
         self._caller_cmn = engine._initial_cmn
         self._caller_frames = 0
-        self._cmn = _LiveCmn(engine._initial_cmn)
+        self._cmn_used = engine._initial_cmn
         self._dither = np.random.default_rng(engine.options.dither_seed)
         _reset_noise_tracker(decoder)
         fd, path = tempfile.mkstemp(prefix="voicebot-lattice-", suffix=".lat")
@@ -273,22 +254,15 @@ class PocketSphinxStream:
         decoder = self._live()
         if not self._in_utterance:
             decoder.activate_search(self._search)
-            self._audio.clear()
-            self._dither = np.random.default_rng(self._engine.options.dither_seed)
-            self._cmn = _LiveCmn(self._caller_cmn)
-            self._cmn.start(decoder)
+            self._cmn_used = self._caller_cmn
+            _set_cmn(decoder, self._cmn_used)
             decoder.start_utt()
             self._in_utterance = True
+            self._audio.clear()
+            self._dither = np.random.default_rng(self._engine.options.dither_seed)
         pcm = _dithered(pcm, self._dither)
-        # The mean moves at fixed points of the utterance, so the words never depend
-        # on how the audio was cut into calls (an utterance fed again decodes the same).
-        while pcm:
-            room = _CMN_STEP_BYTES - len(self._audio) % _CMN_STEP_BYTES
-            piece, pcm = pcm[:room], pcm[room:]
-            self._audio += piece
-            decoder.process_raw(piece)
-            if len(self._audio) % _CMN_STEP_BYTES == 0:
-                self._move_cmn(decoder)
+        self._audio += pcm
+        decoder.process_raw(pcm)
 
     def partial(self) -> str:
         if not self._in_utterance:
@@ -303,46 +277,30 @@ class PocketSphinxStream:
         decoder.end_utt()
         self._in_utterance = False
         try:
-            own = self._cmn.read(decoder, decoder.n_frames())
-            if own is not None:
-                self._learn(own, self._cmn.own_frames)
+            own = self._learn_cmn(decoder)
+            if own is not None and math.dist(own, self._cmn_used) > _CMN_REDECODE_DISTANCE:
+                _set_cmn(decoder, own)
+                decoder.start_utt()
+                decoder.process_raw(bytes(self._audio), False, False)
+                decoder.end_utt()
             return self._result(decoder)
         finally:
             self._audio.clear()
 
-    def _move_cmn(self, decoder: pocketsphinx.Decoder) -> None:
-        """Causal CMN: put the current estimate of this utterance's mean in force."""
-        options = self._engine.options
-        frames = _fe_frames(len(self._audio))
-        own = self._cmn.read(decoder, frames)
-        if own is None:
-            return
-        k, w = self._cmn.own_frames, options.cmn_prior_frames
-        estimate = tuple((w * c + k * o) / (w + k) for c, o in zip(self._caller_cmn, own))
-        if self._cmn.next_check_frames <= frames <= options.cmn_restart_until_frames:
-            self._cmn.next_check_frames = 2 * frames
-            if math.dist(estimate, self._cmn.effective) > options.cmn_restart_distance:
-                self._restart(decoder, estimate)
-                return
-        self._cmn.put(decoder, estimate)
-
-    def _restart(self, decoder: pocketsphinx.Decoder, mean: tuple[float, ...]) -> None:
-        """Decode the utterance so far again from its start, with ``mean`` in force."""
-        decoder.end_utt()
-        self._cmn = _LiveCmn(mean, next_check_frames=self._cmn.next_check_frames)
-        self._cmn.start(decoder)
-        decoder.start_utt()
-        audio = bytes(self._audio)
-        for i in range(0, len(audio), _REDECODE_CHUNK_BYTES):
-            decoder.process_raw(audio[i:i + _REDECODE_CHUNK_BYTES])
-            self._cmn.read(decoder, _fe_frames(min(len(audio), i + _REDECODE_CHUNK_BYTES)))
-
-    def _learn(self, own: tuple[float, ...], frames: int) -> None:
-        """Fold this turn's own mean into the caller's (frames-weighted)."""
+    def _learn_cmn(self, decoder: pocketsphinx.Decoder) -> tuple[float, ...] | None:
+        """This turn's own cepstral mean, recovered from the live mean it updated; folded into the caller's."""
+        after, frames = _cmn_of(decoder), decoder.n_frames()
+        if frames <= 0 or len(after) != len(self._cmn_used):
+            return None
+        w = _CMN_PRIOR_FRAMES
+        own = tuple(((w + frames) * a - w * b) / frames for a, b in zip(after, self._cmn_used))
+        if not all(math.isfinite(x) for x in own):
+            return None
         total = self._caller_frames + frames
         self._caller_cmn = own if not self._caller_frames else tuple(
             (self._caller_frames * c + frames * o) / total for c, o in zip(self._caller_cmn, own))
         self._caller_frames = total
+        return own
 
     def close(self) -> None:
         if self._decoder is None:
@@ -455,74 +413,6 @@ class PocketSphinxStream:
             return []
         return list(seen.items())
 
-@dataclass(slots=True)
-class _LiveCmn:
-    """PocketSphinx's live CMN during one utterance: the mean in force, and the utterance's own mean so far.
-
-    ``set_cmn(v)`` makes the decoder hold ``v`` weighted like 500 frames; after
-    k more frames, reading it with update gives ``(500 v + sum) / (500 + k)``,
-    so the sum of those k frames follows exactly. Every read puts a mean back in
-    force, so PocketSphinx never reaches its 800-frame window (where it would
-    rescale on its own) and the bookkeeping stays exact for any length.
-    """
-
-    in_force: tuple[float, ...]
-    #: frames at which to check whether the utterance so far should be decoded again
-    next_check_frames: int = 50
-    set_at_frames: int = 0
-    own_sum: tuple[float, ...] = ()
-    own_frames: int = 0
-    #: the means in force, frames-weighted: what the utterance has been decoded with
-    used_sum: tuple[float, ...] = ()
-
-    def start(self, decoder: pocketsphinx.Decoder) -> None:
-        _set_cmn(decoder, self.in_force)
-        self.set_at_frames = self.own_frames = 0
-        self.own_sum = self.used_sum = tuple(0.0 for _ in self.in_force)
-
-    @property
-    def effective(self) -> tuple[float, ...]:
-        """The mean the utterance so far has been decoded with (on average)."""
-        if not self.own_frames:
-            return self.in_force
-        return tuple(u / self.own_frames for u in self.used_sum)
-
-    def read(self, decoder: pocketsphinx.Decoder, frames: int) -> tuple[float, ...] | None:
-        """The utterance's own mean over its first ``frames`` frames (None before any)."""
-        k = frames - self.set_at_frames
-        if k > 0 and self.in_force:
-            try:
-                after = _parse_cmn(decoder.get_cmn(True))
-            except RuntimeError:
-                after = ()
-            if len(after) == len(self.in_force):
-                w = _PS_CMN_WINDOW_FRAMES
-                self.own_sum = tuple(s + (w + k) * a - w * b for s, a, b in zip(self.own_sum, after, self.in_force))
-                self.used_sum = tuple(u + k * b for u, b in zip(self.used_sum, self.in_force))
-                self.own_frames += k
-            self.set_at_frames = frames
-            _set_cmn(decoder, self.in_force)
-        if not self.own_frames:
-            return None
-        own = tuple(x / self.own_frames for x in self.own_sum)
-        return own if all(math.isfinite(x) for x in own) else None
-
-    def put(self, decoder: pocketsphinx.Decoder, mean: tuple[float, ...]) -> None:
-        """Decode on with ``mean`` in force."""
-        self.in_force = mean
-        _set_cmn(decoder, mean)
-
-
-def _fe_frames(audio_bytes: int) -> int:
-    """Frames PocketSphinx's front end has made from this much 16 kHz audio within an utterance.
-
-    Windows of 410 samples every 160; the search itself lags a few frames
-    behind, which does not matter to a mean.
-    """
-    samples = audio_bytes // 2
-    return 0 if samples < 410 else 1 + (samples - 410) // 160
-
-
 def _reset_noise_tracker(decoder: pocketsphinx.Decoder) -> None:
     """A new caller: noise statistics start afresh, so a call decodes the same whoever called before.
 
@@ -543,15 +433,8 @@ def _dithered(pcm: bytes, rng: np.random.Generator) -> bytes:
 
 def _cmn_of(decoder: pocketsphinx.Decoder) -> tuple[float, ...]:
     try:
-        return _parse_cmn(decoder.get_cmn(False))
-    except RuntimeError:
-        return ()
-
-
-def _parse_cmn(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(","))
-    except ValueError:
+        return tuple(float(x) for x in decoder.get_cmn(False).split(","))
+    except (RuntimeError, ValueError):
         return ()
 
 
