@@ -3,6 +3,7 @@ over a real SQLite store; the clocks of the store, the sessions and the guessing
 
 from __future__ import annotations
 
+import html
 import re
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -111,10 +112,14 @@ async def record_call(store, call_id: str, transfer: Transfer | None, form: dict
     await store.end_call(report)
 
 
-async def login(client, name: str, password: str = PASSWORD, *, next_path: str = "/") -> web.ClientResponse:
-    """Open the login page, then post its form as a browser would (cookies kept by the client)."""
-    form_page = await (await client.get("/login")).text()
+async def login(client, name: str, password: str = PASSWORD, *, next_path: str | None = None,
+                form_path: str = "/login") -> web.ClientResponse:
+    """Open the login page (``form_path``), then post its form as a browser would (cookies kept by the
+    client); ``next_path`` replaces the page the form itself sends the browser back to."""
+    form_page = await (await client.get(form_path, allow_redirects=False)).text()
     token = re.search(r'name="csrf_token" value="([^"]+)"', form_page).group(1)
+    if next_path is None:
+        next_path = html.unescape(re.search(r'name="next" value="([^"]*)"', form_page).group(1))
     return await client.post("/login", data={"username": name, "password": password, "csrf_token": token,
                                              "next": next_path}, allow_redirects=False)
 
@@ -157,7 +162,27 @@ async def test_a_page_without_a_login_redirects_to_the_login_form_and_back(clien
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:x"])
 async def test_login_never_sends_the_browser_to_another_site(client, users, target):
     resp = await login(client, "sam", next_path=target)
-    assert resp.status == 303 and resp.headers["Location"] == "/"
+    assert resp.status == 303 and resp.headers["Location"] == "/dashboard"
+
+
+@pytest.mark.parametrize("name, home", [("ben", "/agent"), ("sam", "/dashboard")])
+async def test_signing_in_with_no_page_to_return_to_lands_on_the_page_the_role_works_in(client, users, name, home):
+    resp = await login(client, name)
+    assert resp.status == 303 and resp.headers["Location"] == home
+    resp = await client.get(home, allow_redirects=False)
+    assert resp.status == 200, await resp.text()
+
+
+async def test_a_page_the_login_form_was_sent_from_still_wins_over_the_role_s_home(client, users):
+    resp = await login(client, "ben", form_path="/login?next=/api/me")
+    assert resp.status == 303 and resp.headers["Location"] == "/api/me"
+
+
+@pytest.mark.parametrize("name, home", [("ben", "/agent"), ("sam", "/dashboard")])
+async def test_opening_the_login_form_when_signed_in_goes_to_the_role_s_home(client, users, name, home):
+    assert (await login(client, name)).status == 303
+    resp = await client.get("/login", allow_redirects=False)
+    assert resp.status == 303 and resp.headers["Location"] == home
 
 
 async def test_health_is_open_and_metrics_are_open_to_this_machine_only(client, app, store, users):

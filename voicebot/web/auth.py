@@ -74,12 +74,17 @@ class AuthPolicy:
     tracked_keys: int = 10_000
     #: argon2 hashes computed at once (each needs 64 MiB with the library's defaults)
     hashing_concurrency: int = 4
-    #: where a login goes when it was not sent from a page
-    home_path: str = "/"
+    #: where a login goes when it was not sent from a page: each role to the page it works in
+    supervisor_home: str = "/dashboard"
+    agent_home: str = "/agent"
 
     def __post_init__(self) -> None:
         if self.failure_window_s < self.max_delay_s:
             raise ValueError("failure_window_s must be at least max_delay_s, or a wait outlives its failures")
+
+    def home_of(self, role: Role) -> str:
+        """The page a user of ``role`` lands on after signing in without a page to go back to."""
+        return self.agent_home if role == "agent" else self.supervisor_home
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +260,8 @@ class NewLogin:
 
     cookie: str
     session: LoginSession
+    #: the user's role, which decides where the browser goes next
+    role: Role
 
 
 class Auth:
@@ -296,7 +303,7 @@ class Auth:
                                now + timedelta(seconds=self.policy.session_lifetime_s))
         await self.store.save_session(session)
         log.info("%s %s logged in from %s", user.role, user.name, address)
-        return NewLogin(cookie, session)
+        return NewLogin(cookie, session, user.role)
 
     async def logout(self, principal: Principal) -> None:
         if principal.session_hash:

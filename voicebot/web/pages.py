@@ -89,14 +89,15 @@ def logout_form(request: web.Request) -> str:
     return _LOGOUT.substitute(csrf_field=CSRF_FIELD, csrf=html.escape(current_user(request).csrf_token))
 
 
-def safe_next(target: str | None, home: str) -> str:
-    """A path on this site to go to after login; anything else (another site, "//host") goes home."""
+def safe_next(target: str | None) -> str:
+    """A path on this site to go to after login, or "" for none (another site, "//host" count as none:
+    the user's own home page is used then)."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return home
+        return ""
     if any(ord(ch) < 0x20 or ch == "\x7f" for ch in target):
-        return home
+        return ""
     url = URL(target)
-    return home if url.is_absolute() or url.scheme else target
+    return "" if url.is_absolute() or url.scheme else target
 
 
 # ---------------------------------------------------------------------- handlers
@@ -104,10 +105,11 @@ def safe_next(target: str | None, home: str) -> str:
 
 @public
 async def login_form(request: web.Request) -> web.StreamResponse:
-    home = request.app[AUTH].policy.home_path
-    target = safe_next(request.query.get("next"), home)
-    if await request.app[AUTH].from_request(request) is not None:
-        raise web.HTTPSeeOther(location=target)
+    auth = request.app[AUTH]
+    target = safe_next(request.query.get("next"))
+    user = await auth.from_request(request)
+    if user is not None:
+        raise web.HTTPSeeOther(location=target or auth.policy.home_of(user.role))
     return _login_page(request, target)
 
 
@@ -115,7 +117,8 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     auth = request.app[AUTH]
     form = await request.post()
-    target = safe_next(_text(form.get("next")), auth.policy.home_path)
+    # the page that sent the person here, if any; else where their role works (known once signed in)
+    target = safe_next(_text(form.get("next")))
     name = _text(form.get("username")).strip()[:MAX_NAME_CHARS]
     if not same_secret(_text(form.get(CSRF_FIELD)), request.cookies.get(LOGIN_CSRF_COOKIE, "")):
         return _login_page(request, target, name, "This sign-in form has expired; please try again.", 403)
@@ -131,7 +134,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     old = await auth.from_request(request)
     if old is not None:
         await auth.logout(old)
-    response = see_other(target)
+    response = see_other(target or auth.policy.home_of(made.role))
     response.set_cookie(SESSION_COOKIE, made.cookie, max_age=int(auth.policy.session_lifetime_s), path="/",
                         secure=request.secure, httponly=True, samesite="Lax")
     response.del_cookie(LOGIN_CSRF_COOKIE, path="/login")
