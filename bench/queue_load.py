@@ -3,7 +3,7 @@ and on PostgreSQL.
 
 For each backend, on a new empty database: CALLERS callers are enqueued over three
 queues, each asks for its position (with the wait estimate), agents take them
-(take_next), connect and finish them; each phase runs CONCURRENCY tasks at once
+(take_next, one caller per agent), connect and finish them; each phase runs CONCURRENCY tasks at once
 in one process, as a service's calls and agents would. Prints operations per
 second per phase and backend.
 
@@ -95,8 +95,8 @@ async def run_backend(url: str, callers: int, concurrency: int) -> dict[str, flo
             assert entry is not None
             taken.append(entry)
 
-        rates["take_next"] = await _timed([lambda i=i: take(f"agent{i % concurrency}") for i in range(callers)],
-                                          concurrency)
+        # an agent takes one caller at a time (the store refuses a second while one rings or talks)
+        rates["take_next"] = await _timed([lambda i=i: take(f"taker{i}") for i in range(callers)], concurrency)
         rates["connect"] = await _timed([lambda e=e: store.mark_connected(e.entry_id) for e in taken], concurrency)
         rates["finish"] = await _timed([lambda e=e: store.finish(e.entry_id, "bench") for e in taken], concurrency)
     return rates

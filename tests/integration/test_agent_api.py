@@ -3,6 +3,7 @@ file, a real PostgreSQL server): who may see and do what, and that each action r
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -222,6 +223,20 @@ async def test_accepting_hands_the_agent_the_next_caller_of_their_queues_and_onl
     # gail serves general and benefits: the longest waiting caller of either comes next
     assert (await as_json(await client.post("/api/queue/next", headers=gail)))["entry"]["call_id"] == "g1"
     assert [e.call_id for e in await store.list_waiting()] == ["b2"]
+
+
+async def test_two_accepts_by_one_agent_at_the_same_moment_hand_them_one_caller(client, store, tokens, waiting):
+    """Two tabs, or a double click: both requests are in flight together."""
+    gail = bearer(tokens["gail"])
+    answers = await asyncio.gather(*(client.post("/api/queue/next", headers=gail) for _ in range(2)))
+    bodies = [await as_json(resp) for resp in answers]
+    assert sorted(resp.status for resp in answers) == [200, 409], bodies
+    refusal = next(b for resp, b in zip(answers, bodies) if resp.status == 409)
+    assert "already have a caller" in refusal["error"]
+    taken = next(b for resp, b in zip(answers, bodies) if resp.status == 200)["entry"]
+    handling = await store.list_queue(states=["connecting", "connected"])
+    assert [(e.call_id, e.agent) for e in handling] == [(taken["call_id"], "gail")]
+    assert len(await store.list_waiting()) == 2
 
 
 async def test_done_needs_the_caller_connected_and_makes_the_agent_available_again(client, store, clock, tokens,

@@ -98,7 +98,7 @@ async def test_a_replayed_call_waits_in_the_services_queue_until_an_agent_takes_
         await link.recorder.call_started(report)
         entry_id = await link.queue.join(report, "general", priority=0, reason="caller_request")
         assert await link.queue.status(entry_id) == Waiting(2, 360.0)
-        await store.take_next("alice", ["general"])
+        await store.take_next("bob", ["general"])
         assert await link.queue.status(entry_id) == Waiting(1, 180.0)
         await store.take_next("alice", ["general"])
         assert await link.queue.status(entry_id) == AgentTook("alice", "sip:alice@agents.example.org")

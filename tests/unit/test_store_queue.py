@@ -63,10 +63,11 @@ async def test_callers_are_served_by_priority_then_in_the_order_they_came(store,
     positions = [await store.queue_position(e.entry_id) for e in (urgent, a, b)]
     assert [(p.position, p.waiting) for p in positions] == [(1, 3), (2, 3), (3, 3)]
 
-    taken = [await store.take_next("alice", ["general"]) for _ in range(3)]
+    taken = [await store.take_next(agent, ["general"]) for agent in ("alice", "bob", "carol")]
     assert [e.call_id for e in taken] == ["c", "a", "b"]
-    assert all(e.state == "connecting" and e.agent == "alice" for e in taken)
-    assert await store.take_next("alice", ["general"]) is None
+    assert [(e.state, e.agent) for e in taken] == [("connecting", "alice"), ("connecting", "bob"),
+                                                   ("connecting", "carol")]
+    assert await store.take_next("dave", ["general"]) is None
     assert await store.queue_position(a.entry_id) is None  # no longer waiting
 
 
@@ -76,7 +77,7 @@ async def test_an_agent_takes_callers_only_from_the_queues_they_serve(store, clo
     await store.enqueue("general-1", "general")
     assert await store.take_next("bob", ["pensions"]) is None
     assert (await store.take_next("bob", ["general", "pensions"])).call_id == "general-1"
-    assert (await store.take_next("bob", ["general", "benefits"])).call_id == "benefits-1"
+    assert (await store.take_next("carol", ["general", "benefits"])).call_id == "benefits-1"
 
 
 async def test_positions_count_only_callers_of_the_same_queue(store, clock):
@@ -154,6 +155,43 @@ async def test_a_caller_the_agent_did_not_answer_goes_back_to_their_old_place(st
     assert (back.state, back.agent, back.wait_s) == ("waiting", None, None)
     assert (await store.queue_position(first.entry_id)).position == 1
     assert (await store.take_next("bob", ["general"])).call_id == "first"
+
+
+async def test_an_agent_with_a_caller_ringing_or_talking_gets_no_second_one_until_done(store, clock):
+    first, second, _ = [await store.enqueue(f"c{i}", "general") for i in range(3)]
+    assert (await store.take_next("alice", ["general"])).entry_id == first.entry_id
+    assert await store.take_next("alice", ["general"]) is None  # still being rung
+    await store.mark_connected(first.entry_id)
+    assert await store.take_next("alice", ["general", "benefits"]) is None  # talking
+    assert (await store.take_next("bob", ["general"])).entry_id == second.entry_id
+    await store.finish(first.entry_id)
+    assert (await store.take_next("alice", ["general"])).call_id == "c2"
+
+
+async def test_an_agent_whose_caller_went_back_in_line_may_take_one_again(store, clock):
+    entry = await store.enqueue("c0", "general")
+    await store.take_next("alice", ["general"])
+    await store.requeue(entry.entry_id)
+    assert (await store.take_next("alice", ["general"])).entry_id == entry.entry_id
+
+
+async def test_one_agent_accepting_at_once_from_two_tabs_on_two_processes_gets_one_caller(store_url, clock):
+    """Two stores on one database, as two service processes behind two browser tabs, each asked twice at once."""
+    async with make_store(store_url, now=clock, poll_interval_s=0.05) as one, \
+            make_store(store_url, now=clock, recover=False, poll_interval_s=0.05) as other:
+        for round_no in range(10):
+            agent = f"agent{round_no}"
+            for i in range(4):
+                await one.enqueue(f"r{round_no}-{i}", "general")
+            got = await asyncio.gather(*(s.take_next(agent, ["general"]) for s in (one, other, one, other)))
+            taken = [e for e in got if e is not None]
+            assert len(taken) == 1, f"round {round_no}: {agent} was handed {[e.call_id for e in taken]}"
+            handling = await one.list_queue(states=["connecting", "connected"], limit=500)
+            assert [e.call_id for e in handling if e.agent == agent] == [taken[0].call_id]
+            assert len(await one.list_waiting()) == 3
+            await one.leave_queue(taken[0].entry_id, "abandoned")
+            for entry in await one.list_waiting():
+                await one.leave_queue(entry.entry_id, "abandoned")
 
 
 async def test_moves_from_the_wrong_state_change_nothing(store):

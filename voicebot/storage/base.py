@@ -168,7 +168,8 @@ class CallStore(Protocol):
 
     async def take_next(self, agent: str, queues: Sequence[str]) -> QueueEntry | None:
         """Atomically hand the first waiting caller of ``queues`` to ``agent`` (state ``connecting``).
-        Never gives one caller to two agents, whatever the number of processes sharing the database."""
+        Never gives one caller to two agents, nor a second caller to an agent who has one connecting or
+        connected (None then, as when nobody waits), whatever the number of processes sharing the database."""
 
     async def mark_connected(self, entry_id: int) -> QueueEntry | None:
         """connecting -> connected (the agent answered); None if the entry was not connecting."""

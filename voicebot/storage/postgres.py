@@ -5,7 +5,8 @@ change feed. Every write that changes the queue, a callback, an agent or a call 
 ``pg_notify`` in its own transaction, so every process hears it once it is
 committed, this one included. ``take_next`` claims its row with ``FOR UPDATE
 SKIP LOCKED``: two agents asking at once get two different callers, and neither
-waits for the other.
+waits for the other; one agent asking twice at once waits for the first answer
+(an advisory lock on their name) and gets no second caller.
 
 Behaves as the SQLite store does, to the byte: the call's report times are kept
 as the report's text, and times the store makes read back in the same form.
@@ -30,7 +31,7 @@ from voicebot.storage.base import INTAKE_STATUSES, ApplicationRecord, CallRecord
 from voicebot.storage.feed import ChangeFeed, ChangeHub
 from voicebot.storage.figures import CallGroup, DayFigures, WaitGroup, fold_figures, text_margin
 from voicebot.storage.records import (
-    AGENT_STATES, CALLBACK_STATES, LIVE_QUEUE_STATES, QUEUE_STATES, ROLES, Agent, AgentChange, AgentState,
+    AGENT_STATES, CALLBACK_STATES, HANDLING_STATES, LIVE_QUEUE_STATES, QUEUE_STATES, ROLES, Agent, AgentChange, AgentState,
     ApiToken, AuditEntry, CallChange, Callback, CallbackChange, CallbackState, ChangesMissed, LoginSession,
     QueueChange, QueueEntry, QueuePosition, RetentionReport, StoreChange, User, change_from_json, change_to_json,
 )
@@ -390,6 +391,12 @@ class PostgresCallStore(R.StoreBase):
 
     async def take_next(self, agent: str, queues: Sequence[str]) -> QueueEntry | None:
         async with self._transaction() as db:
+            # One take at a time per agent (two tabs, a double click, two processes), so the check below
+            # sees a caller the other take gave them once it commits; other agents do not wait for it.
+            await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"take_next\n{agent}")
+            if await db.fetchval("SELECT 1 FROM queue_entries WHERE agent = $1 AND state = ANY($2::text[]) LIMIT 1",
+                                 agent, list(HANDLING_STATES)) is not None:
+                return None
             # SKIP LOCKED: a row another process is taking right now is passed over, not waited for.
             row = await db.fetchrow(
                 "UPDATE queue_entries SET state = 'connecting', agent = $1, "

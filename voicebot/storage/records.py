@@ -19,6 +19,8 @@ QueueState = Literal["waiting", "connecting", "connected", "abandoned", "callbac
 QUEUE_STATES: tuple[QueueState, ...] = ("waiting", "connecting", "connected", "abandoned", "callback", "done")
 #: the states of a caller still on the line
 LIVE_QUEUE_STATES: tuple[QueueState, ...] = ("waiting", "connecting", "connected")
+#: the states of a caller an agent has in hand (being rung, or talking): one at a time per agent
+HANDLING_STATES: tuple[QueueState, ...] = ("connecting", "connected")
 
 CallbackState = Literal["open", "claimed", "done", "failed"]
 CALLBACK_STATES: tuple[CallbackState, ...] = ("open", "claimed", "done", "failed")

@@ -31,7 +31,7 @@ from voicebot.storage.base import INTAKE_STATUSES, ApplicationRecord, CallRecord
 from voicebot.storage.feed import ChangeFeed, ChangeHub
 from voicebot.storage.figures import CallGroup, DayFigures, WaitGroup, fold_figures, text_margin
 from voicebot.storage.records import (
-    AGENT_STATES, CALLBACK_STATES, LIVE_QUEUE_STATES, QUEUE_STATES, ROLES, Agent, AgentChange, AgentState,
+    AGENT_STATES, CALLBACK_STATES, HANDLING_STATES, LIVE_QUEUE_STATES, QUEUE_STATES, ROLES, Agent, AgentChange, AgentState,
     ApiToken, AuditEntry, CallChange, Callback, CallbackChange, CallbackState, ChangesMissed, LoginSession,
     QueueChange, QueueEntry, QueuePosition, RetentionReport, StoreChange, User, change_from_json, change_to_json,
 )
@@ -62,6 +62,9 @@ ON CONFLICT (call_id, form) DO UPDATE SET
     status = CASE WHEN intakes.status = 'submitted' THEN 'submitted' ELSE excluded.status END,
     updated_at = excluded.updated_at
 """
+
+#: the queue states of a caller an agent has in hand, as an SQL list
+_HANDLING_SQL = "(" + ", ".join(f"'{state}'" for state in HANDLING_STATES) + ")"
 
 _CALL_WRITE_COLUMNS = ("call_id, name, caller_id, engine, status, outcome, transfer_reason, transfer_queue, "
                        "latency_ms, started_at, ended_at, duration_s")
@@ -386,7 +389,10 @@ class SqliteCallStore(R.StoreBase):
         names = json.dumps(list(queues))
 
         def write(db: sqlite3.Connection) -> QueueEntry | None:
-            # BEGIN IMMEDIATE holds the file's write lock from the read to the update: no other process between.
+            # BEGIN IMMEDIATE holds the file's write lock from the reads to the update: no other process between.
+            if db.execute(f"SELECT 1 FROM queue_entries WHERE agent = ? AND state IN {_HANDLING_SQL} LIMIT 1",
+                          (agent,)).fetchone() is not None:
+                return None
             first = self._entry(db.execute(
                 f"SELECT {R.QUEUE_COLUMNS} FROM queue_entries WHERE state = 'waiting' "
                 "AND queue IN (SELECT value FROM json_each(?)) "

@@ -33,7 +33,7 @@ from aiohttp import web
 from voicebot.privacy import mask_json
 from voicebot.storage.base import MAX_LIST_LIMIT, CallRecord, CallStore
 from voicebot.storage.records import (
-    CALLBACK_STATES, QUEUE_STATES, Agent, AgentState, Callback, CallbackState, QueueEntry, QueueState,
+    CALLBACK_STATES, HANDLING_STATES, QUEUE_STATES, Agent, AgentState, Callback, CallbackState, QueueEntry, QueueState,
 )
 from voicebot.web.auth import AUTH, Principal, current_user, roles
 
@@ -44,8 +44,6 @@ DESK_STORE = web.AppKey("desk_store", CallStore)
 #: it from ``[sip.transfer] agent_domains``, so an agent whose phone the service may not call takes no caller
 AGENT_URI_CHECK = web.AppKey("agent_uri_check", Callable[[str], "str | None"])
 
-#: the queue states of a caller an agent has in hand (being rung, or talking)
-HANDLING_STATES: tuple[QueueState, ...] = ("connecting", "connected")
 #: what an agent sets by hand ("busy" comes with a caller and goes when it is marked done)
 SETTABLE_STATES: tuple[AgentState, ...] = ("available", "away")
 DEFAULT_CALLBACK_STATES: tuple[CallbackState, ...] = ("open", "claimed")
@@ -212,10 +210,11 @@ async def accept(store: CallStore, user: Principal, uri_check: Callable[[str], s
     problem = uri_check(agent.sip_uri)
     if problem is not None:
         raise DeskRefusal(409, f"callers cannot be connected to {agent.name}'s phone: {problem}")
-    if await in_hand(store, agent.name) is not None:
-        raise DeskRefusal(409, "you already have a caller: mark it done first")
+    # the store refuses a second caller in the same transaction that would take it (two tabs, a double click)
     entry = await store.take_next(agent.name, agent.queues)
     if entry is None:
+        if await in_hand(store, agent.name) is not None:
+            raise DeskRefusal(409, "you already have a caller: mark it done first")
         raise DeskRefusal(409, "no caller is waiting in your queues")
     await store.set_agent_state(agent.name, "busy")
     log.info("agent %s took call %s from queue %s (entry %d) after %.0f s", agent.name, entry.call_id, entry.queue,

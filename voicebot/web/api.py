@@ -23,7 +23,7 @@ from voicebot.metrics import CallMetrics
 from voicebot.privacy import mask_json, personal_ids
 from voicebot.retention import retention_context
 from voicebot.storage.base import INTAKE_STATUSES, MAX_LIST_LIMIT, CallStore, StoreError
-from voicebot.storage.records import DEFAULT_QUEUE, LIVE_QUEUE_STATES, QueueEntry
+from voicebot.storage.records import DEFAULT_QUEUE, HANDLING_STATES, LIVE_QUEUE_STATES, QueueEntry
 from voicebot.web.auth import (
     Auth, Principal, auth_middleware, current_user, public, public_on_loopback, roles, setup_auth,
 )
@@ -47,8 +47,6 @@ DEFAULT_LIMIT = 50
 #: the audit log's action for opening a personal identity code, and for being refused it
 UNMASK_ACTION = "unmask_personal_id"
 UNMASK_REFUSED_ACTION = "unmask_personal_id_refused"
-#: the queue states of a caller an agent is handling (being rung, or talking)
-HANDLING_STATES = ("connecting", "connected")
 
 
 def make_app(store: CallStore, metrics: CallMetrics, *, owns_store: bool = False,
