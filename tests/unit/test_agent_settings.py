@@ -5,7 +5,9 @@ says about them at start, and the SIP URI an agent login is given."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,9 @@ from tests.unit.test_front_config import WORKERS, route
 from voicebot.config import ConfigError, QueueSettings, Settings, load_settings
 from voicebot.events import Transfer
 from voicebot.serve import _check_agents, agent_uri_check
-from voicebot.sip.front import render_dispatcher_list, render_front_config
+from voicebot.sip.front import UriParts, render_dispatcher_list, render_front_config
 from voicebot.sip.leg import TransferResult
-from voicebot.sip.settings import SipError, SipSettings, SipTransferSettings
+from voicebot.sip.settings import SipError, SipSettings, SipTransferSettings, sip_uri_parts
 from voicebot.sip.transport import SipTransport
 from voicebot.storage import SqliteCallStore
 from voicebot.web.accounts import AccountError, add_account
@@ -59,11 +61,37 @@ def test_agent_domains_load_from_the_file_and_bad_ones_are_one_line(tmp_path):
     ("sip:anna@pbx.example.org.evil.net", False),
     ("tel:+358401234567", False),
     ("", False),
+    # without a port a URI means 5061 over TLS (sips:, ;transport=tls), else 5060
+    ("sips:anna@tls.example.org", True),
+    ("sip:anna@tls.example.org;transport=tls", True),
+    ("sips:anna@tls.example.org:5061", True),
+    ("sip:anna@tls.example.org", False),
+    ("sip:anna@plain.example.org", True),
+    ("sip:anna@plain.example.org;transport=tcp", True),
+    ("sips:anna@plain.example.org", False),
+    ("sip:anna@plain.example.org;transport=tls", False),
 ])
 def test_an_agent_s_uri_is_admitted_only_on_a_listed_host_and_port(uri, admitted):
-    transfer = SipTransferSettings(agent_domains=("pbx.example.org", "10.0.0.7:5070"))
+    transfer = SipTransferSettings(agent_domains=("pbx.example.org", "10.0.0.7:5070", "tls.example.org:5061",
+                                                  "plain.example.org:5060"))
     assert transfer.admits_agent(uri) is admitted
     assert (agent_uri_check(Settings(sip=SipSettings(transfer=transfer)))(uri) is None) is admitted
+
+
+@pytest.mark.parametrize("uri, port", [
+    ("sip:anna@pbx.example.org", 5060),
+    ("sips:anna@pbx.example.org", 5061),
+    ("SIPS:anna@pbx.example.org;transport=tcp", 5061),
+    ("sip:anna@pbx.example.org;transport=tls", 5061),
+    ("sip:anna@pbx.example.org;lr;Transport=TLS", 5061),
+    ("sip:anna@pbx.example.org;transport=tcp", 5060),
+    ("sip:anna@pbx.example.org?X-Note=transport=tls", 5060),  # a header, not the URI's transport
+    ("sips:anna@[2001:db8::1]", 5061),
+    ("sips:anna@pbx.example.org:5070", 5070),
+])
+def test_a_uri_without_a_port_means_5061_over_tls_and_5060_otherwise(uri, port):
+    assert sip_uri_parts(uri)[2] == port
+    assert UriParts.parse(uri).port == port
 
 
 def test_with_no_agent_domains_no_agent_is_admitted_and_the_check_says_so():
@@ -102,6 +130,83 @@ def test_kamailio_accepts_a_config_with_agent_domains(tmp_path):
     cfg.write_text(render_front_config(sip, WORKERS, dispatcher_list=listed))
     proc = subprocess.run([KAMAILIO, "-c", "-f", str(cfg)], check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+#: what the front's real Kamailio is asked: each URI as a request URI, and whether a worker may call it
+FRONT_CASES = [
+    "sips:anna@tls.example.org", "sip:anna@tls.example.org;transport=tls", "sips:anna@tls.example.org:5061",
+    "sip:anna@tls.example.org", "sip:anna@tls.example.org:5060", "sip:anna@plain.example.org",
+    "sips:anna@plain.example.org", "sip:anna@plain.example.org;transport=tls", "sips:anna@plain.example.org:5060",
+    "sip:anna@10.0.0.7:5070", "sips:anna@10.0.0.7:5070", "sips:anna@10.0.0.7",
+    "sips:desk@target.example.org", "sip:desk@target.example.org;transport=tls", "sip:desk@target.example.org",
+    "sips:desk@target.example.org:5060", "sips:other@target.example.org",
+]
+FRONT_PROBE_CFG = """#!KAMAILIO
+debug=1
+log_stderror=yes
+fork=no
+listen=udp:127.0.0.1:%(port)d
+loadmodule "sl.so"
+loadmodule "pv.so"
+request_route {
+\tif (route(TRANSFER_TARGET) || route(AGENT_DOMAIN)) {
+\t\tsl_send_reply("200", "relayed");
+\t} else {
+\t\tsl_send_reply("403", "refused");
+\t}
+\texit;
+}
+route[TRANSFER_TARGET] {
+%(target)s}
+route[AGENT_DOMAIN] {
+%(agents)s}
+"""
+
+
+def _ask_kamailio(port: int, uri: str, guard_s: float = 10.0) -> int:
+    """The status code Kamailio answers an OPTIONS to ``uri`` with (asked again until it listens)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(0.5)
+        tag, reply_port = abs(hash(uri)), sock.getsockname()[1]
+        request = (f"OPTIONS {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{reply_port};branch=z9hG4bK{tag}\r\n"
+                   "Max-Forwards: 70\r\nTo: <sip:probe@127.0.0.1>\r\nFrom: <sip:probe@127.0.0.1>;tag=1\r\n"
+                   f"Call-ID: {tag}@probe\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+        deadline = time.monotonic() + guard_s
+        while time.monotonic() < deadline:
+            sock.sendto(request, ("127.0.0.1", port))
+            try:
+                return int(sock.recv(4096).split(b" ", 2)[1])
+            except TimeoutError:
+                continue
+    raise AssertionError(f"kamailio did not answer within {guard_s} s")
+
+
+@pytest.mark.skipif(KAMAILIO is None, reason="kamailio is not installed (make debs installs it)")
+def test_the_front_s_kamailio_lets_workers_call_the_uris_the_workers_admit_sips_and_tls_included(tmp_path):
+    """Kamailio's own $rp says 5060 for a sips: URI without a port: the front's conditions must not trust it."""
+    transfer = SipTransferSettings(mode="bridge", target_uri="sips:desk@target.example.org",
+                                   agent_domains=("tls.example.org:5061", "plain.example.org:5060", "10.0.0.7:5070"))
+    config = render_front_config(SipSettings(host="127.0.0.1", port=5090, transfer=transfer), WORKERS,
+                                 dispatcher_list=tmp_path / "d.list")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = tmp_path / "probe.cfg"
+    cfg.write_text(FRONT_PROBE_CFG % {"port": port, "target": route(config, "TRANSFER_TARGET"),
+                                      "agents": route(config, "AGENT_DOMAIN")})
+    proc = subprocess.Popen([KAMAILIO, "-f", str(cfg), "-E", "-P", str(tmp_path / "pid")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        verdicts = {uri: _ask_kamailio(port, uri) == 200 for uri in FRONT_CASES}
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    target = UriParts.parse(transfer.target_uri)
+    expected = {uri: transfer.admits_agent(uri) or UriParts.parse(uri) == target for uri in FRONT_CASES}
+    assert verdicts == expected, err[-2000:]
+    assert expected["sips:anna@tls.example.org"] and expected["sips:desk@target.example.org"]
+    assert not expected["sips:anna@plain.example.org"] and not expected["sips:desk@target.example.org:5060"]
 
 
 def test_a_bad_agent_domain_never_reaches_the_front_s_config(tmp_path):

@@ -80,7 +80,7 @@ def test_workers_may_call_the_transfer_target_only_and_none_without_one(tmp_path
     assert "$rz" not in route(render(tmp_path, base()), "TRANSFER_TARGET")
     transfer = SipTransferSettings(mode="bridge", target_uri="sip:Agents@PBX.example.org;transport=udp")
     body = route(render(tmp_path, base(transfer=transfer)), "TRANSFER_TARGET")
-    assert '$rz == "sip" && $rU == "Agents" && $(rd{s.tolower}) == "pbx.example.org" && $rp == 5060' in body
+    assert '$rz == "sip" && $rU == "Agents" && $(rd{s.tolower}) == "pbx.example.org" && ($rp == 5060 && !(' in body
 
 
 def test_a_registrar_lets_its_user_call_in_its_register_out_and_its_address_past_the_rate_limit(tmp_path):

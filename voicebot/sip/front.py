@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from voicebot.sip.settings import SipError, SipSettings, split_host_port
+from voicebot.sip.settings import SIP_PORT, SIP_TLS_PORT, SipError, SipSettings, default_sip_port, split_host_port
 
 log = logging.getLogger("voicebot.sip.front")
 
@@ -59,7 +59,7 @@ _PARSER_FILES = "core/parser/"
 _OURS = re.compile(r"voicebot-front: (.*)$")
 _BLOCK = re.compile(r"blocked (\w+) from (\S+): (.*)$")
 _MORE = re.compile(r"^(\d+) more in the \d+ s after that")
-_URI = re.compile(r"^(sips?):(?:([^@;?]+)@)?(\[[0-9A-Fa-f:.]+\]|[^:;?]+)(?::(\d+))?(?:[;?].*)?$", re.IGNORECASE)
+_URI = re.compile(r"^(sips?):(?:([^@;?]+)@)?(\[[0-9A-Fa-f:.]+\]|[^:;?]+)(?::(\d+))?([;?].*)?$", re.IGNORECASE)
 
 
 class _CfgTemplate(string.Template):
@@ -126,9 +126,9 @@ class UriParts:
         m = _URI.match(uri.strip().strip("<>"))
         if not m or not re.fullmatch(r"[A-Za-z0-9._~+%!*'()&=$,;?/-]*", m.group(2) or ""):
             raise SipError(f"sip {what} {uri!r} is not a SIP URI the front can match")
-        scheme, user, host, port = m.groups()
+        scheme, user, host, port, params = m.groups()
         scheme = scheme.lower()
-        return cls(scheme, user, host.lower(), int(port) if port else (5061 if scheme == "sips" else 5060))
+        return cls(scheme, user, host.lower(), int(port) if port else default_sip_port(scheme, params or ""))
 
 
 def render_front_config(settings: SipSettings, workers: Sequence[WorkerAddress], *, dispatcher_list: Path,
@@ -247,14 +247,28 @@ def _uri_is(uri: str | None, what: str) -> list[str]:
         return []
     t = UriParts.parse(uri, what)
     user = "$rU == $null" if t.user is None else f"$rU == {_quote(t.user)}"
-    return [f"$rz == {_quote(t.scheme)} && {user} && $(rd{{s.tolower}}) == {_quote(t.host)} && $rp == {t.port}"]
+    return [f"$rz == {_quote(t.scheme)} && {user} && $(rd{{s.tolower}}) == {_quote(t.host)} && {_port_is(t.port)}"]
 
 
 def _host_is(domain: str) -> str:
     """The condition that the request URI is a sip(s): URI on ``domain`` (host, or host:port), any user."""
     host, port = split_host_port(domain)
-    on_port = "" if port is None else f" && $rp == {port}"
+    on_port = "" if port is None else f" && {_port_is(port)}"
     return f'($rz == "sip" || $rz == "sips") && $(rd{{s.tolower}}) == {_quote(host.lower())}{on_port}'
+
+
+#: the request URI names no port of its own and is a sips: URI
+_SIPS_WITHOUT_PORT = '($rz == "sips" && $(ru{uri.port}) == "")'
+
+
+def _port_is(port: int) -> str:
+    """The condition that the request URI's port, defaulted as SIP does, is ``port``. Kamailio's $rp
+    defaults ;transport=tls to 5061 but a sips: URI to 5060 (5.6), so that case is spelled out."""
+    if port == SIP_TLS_PORT:
+        return f"($rp == {port} || {_SIPS_WITHOUT_PORT})"
+    if port == SIP_PORT:
+        return f"($rp == {port} && !{_SIPS_WITHOUT_PORT})"
+    return f"$rp == {port}"
 
 
 def _define(name: str, value: str) -> str:

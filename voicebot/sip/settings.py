@@ -22,7 +22,11 @@ _HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
 _USER_AGENT_PART = re.compile(r"[A-Za-z0-9 ._/-]+")
 _QUOTABLE = re.compile(r'[^"\\\x00-\x1f]*')
 #: sip[s]:[user@]host[:port][;params][?headers]
-_SIP_URI = re.compile(r"(sips?):(?:[^@;?]+@)?(\[[0-9A-Fa-f:.]+\]|[^:;?]+)(?::(\d+))?(?:[;?].*)?", re.IGNORECASE)
+_SIP_URI = re.compile(r"(sips?):(?:[^@;?]+@)?(\[[0-9A-Fa-f:.]+\]|[^:;?]+)(?::(\d+))?([;?].*)?", re.IGNORECASE)
+_TRANSPORT_PARAM = re.compile(r";transport=([^;?]*)", re.IGNORECASE)
+#: the ports a SIP URI without one means (RFC 3261 §19.1.2): TLS (sips:, or ;transport=tls), else UDP/TCP
+SIP_PORT = 5060
+SIP_TLS_PORT = 5061
 
 
 class SipError(VoicebotError):
@@ -100,7 +104,15 @@ def sip_uri_parts(uri: str) -> tuple[str, str, int] | None:
     if m is None:
         return None
     scheme, host, port = m.group(1).lower(), m.group(2).lower(), m.group(3)
-    return scheme, host, int(port) if port else (5061 if scheme == "sips" else 5060)
+    return scheme, host, int(port) if port else default_sip_port(scheme, m.group(4) or "")
+
+
+def default_sip_port(scheme: str, params: str = "") -> int:
+    """The port of a URI that names none: 5061 over TLS (a sips: URI, or ``;transport=tls`` among its
+    ``params``, the part after the host and port), else 5060 (RFC 3261 §19.1.2)."""
+    transport = _TRANSPORT_PARAM.search(params.split("?", 1)[0])
+    tls = scheme.lower() == "sips" or (transport is not None and transport.group(1).lower() == "tls")
+    return SIP_TLS_PORT if tls else SIP_PORT
 
 
 @dataclass(frozen=True, slots=True)
