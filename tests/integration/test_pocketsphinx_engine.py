@@ -41,10 +41,10 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> PocketSphinxEngine:
                               cache_dir=tmp_path_factory.mktemp("asr-cache"), acoustic_model=adapted)
 
 
-def recognize(engine: PocketSphinxEngine, pcm: bytes, grammar: str | None):
+def recognize(engine: PocketSphinxEngine, pcm: bytes, grammar: str | None, *, partials: bool = True):
     stream = engine.open_stream()
     try:
-        stream.set_grammar(grammar)
+        stream.set_grammar(grammar, partials=partials)
         partials = []
         for i in range(0, len(pcm), 3200):  # 100 ms chunks, as the listener sends them
             stream.accept(pcm[i : i + 3200])
@@ -60,6 +60,19 @@ def test_open_speech_keeps_the_request_words(engine: PocketSphinxEngine, tmp_pat
     words = result.alternatives[0].text.split()
     assert "complain" in words and "decision" in words
     assert any(partials), "partial results while speaking"
+
+
+@pytest.mark.parametrize("grammar", [None, "personal_id"])
+def test_a_turn_nobody_reads_partials_of_comes_out_as_it_does_when_decoded_while_spoken(
+        engine: PocketSphinxEngine, tmp_path: Path, grammar: str | None) -> None:
+    said = ("I want to complain about my benefit decision." if grammar is None
+            else "two nine zero two eight eight dash one three six d")
+    pcm = speak(tmp_path, said)
+    streamed, _ = recognize(engine, pcm, grammar)
+    probed, partials = recognize(engine, pcm, grammar, partials=False)
+    assert probed == streamed
+    assert probed.alternatives
+    assert not any(partials), "without partials the stream only probes while the caller speaks"
 
 
 def test_off_topic_speech_is_not_forced_into_a_request(engine: PocketSphinxEngine, tmp_path: Path) -> None:

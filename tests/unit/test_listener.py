@@ -26,7 +26,7 @@ class PartialStream:
         self.fed = 0
         self.finished = 0
 
-    def set_grammar(self, grammar):
+    def set_grammar(self, grammar, *, partials=True):
         pass
 
     def accept(self, pcm: bytes) -> None:

@@ -36,8 +36,8 @@ class ScriptedStream:
         self._script = script
         self._log = log
 
-    def set_grammar(self, grammar: str | None) -> None:
-        self._log.append(f"grammar:{grammar}")
+    def set_grammar(self, grammar: str | None, *, partials: bool = True) -> None:
+        self._log.append(f"grammar:{grammar}" + ("" if partials else " without partials"))
 
     def accept(self, pcm: bytes) -> None:
         pass
@@ -181,12 +181,12 @@ async def test_in_band_zero_key_transfers_to_a_person(policy):
     assert any(t.text == "[DTMF 0]" for t in report.turns)
 
 
-async def test_each_state_sets_its_grammar_on_the_recognizer(policy, speech):
+async def test_each_state_sets_its_grammar_and_asks_for_partials_only_where_an_answer_can_be_complete(policy, speech):
     _, _, engine = await run_call(policy, 
         call_audio(silence(9), speech, silence(12), speech, silence(12), speech, silence(3)),
         ["housing allowance please", "two nine zero two eight eight dash one three six d", "zero zero one eight zero"],
     )
-    assert engine.log == ["grammar:personal_id", "grammar:postal_code"]
+    assert engine.log == ["grammar:None without partials", "grammar:personal_id", "grammar:postal_code"]
 
 
 async def test_bot_channel_lines_up_with_the_caller_channel(policy, speech):

@@ -27,8 +27,12 @@ class Recognition:
 
 
 class RecognizerStream(Protocol):
-    def set_grammar(self, grammar: str | None) -> None:
-        """Constrain the next utterance to a grammar from grammars/ (None: open speech)."""
+    def set_grammar(self, grammar: str | None, *, partials: bool = True) -> None:
+        """Constrain the next utterance to a grammar from grammars/ (None: open speech).
+
+        ``partials=False``: nobody calls ``partial()`` during those utterances, so
+        an engine may save the work of decoding while the caller speaks.
+        """
 
     def accept(self, pcm: bytes) -> None:
         """Feed int16 mono speech at the engine's sample rate."""

@@ -71,8 +71,8 @@ class ProcessStream:
         self._engine_lock = engine_lock
         self._closed = False
 
-    def set_grammar(self, grammar: str | None) -> None:
-        self._worker.send(("set_grammar", self._sid, grammar))
+    def set_grammar(self, grammar: str | None, *, partials: bool = True) -> None:
+        self._worker.send(("set_grammar", self._sid, grammar, partials))
 
     def accept(self, pcm: bytes) -> None:
         self._worker.send(("accept", self._sid, pcm))
@@ -163,7 +163,7 @@ def _serve(factory: EngineFactory, conn: multiprocessing.connection.Connection) 
                 streams[sid] = engine.open_stream()
                 result = None
             elif op == "set_grammar":
-                streams[sid].set_grammar(request[2])
+                streams[sid].set_grammar(request[2], partials=request[3])
                 continue
             elif op == "accept":
                 streams[sid].accept(request[2])

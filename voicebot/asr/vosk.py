@@ -118,7 +118,7 @@ class VoskStream:
         self._pieces: list[Recognition] = []
         self._closed = False
 
-    def set_grammar(self, grammar: str | None) -> None:
+    def set_grammar(self, grammar: str | None, *, partials: bool = True) -> None:
         if grammar is not None and grammar not in self._engine.grammars:
             raise RecognizerError(f"unknown grammar {grammar!r}")
         self._grammar = grammar

@@ -6,6 +6,7 @@ executor, batched so that the hop costs little next to the decoding itself.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
@@ -55,7 +56,8 @@ class Listener:
         self._dtmf = DtmfDetector(sample_rate_hz)
         self._batch_bytes = sample_rate_hz * config.asr_batch_ms // 1000 * 2
         self._expect = Listen("menu")
-        self._grammar_set: str | None = None
+        #: (grammar, partials) the stream was last given; a new stream has open speech with partials
+        self._grammar_set: tuple[str | None, bool] = (None, True)
         self._pending = bytearray()
         self._speech_start_s = 0.0
         self._complete_at_s: float | None = None
@@ -96,10 +98,12 @@ class Listener:
             self._speech_start_s = ep.at_s
             self._complete_at_s = None
             self._pending = bytearray(ep.pcm)
-            grammar = None if self._expect.grammar == "menu" else self._expect.grammar
-            if grammar != self._grammar_set:
-                await self._timed(self._stream.set_grammar, grammar)
-                self._grammar_set = grammar
+            # partial results are read only to end a complete answer early
+            wanted = (None if self._expect.grammar == "menu" else self._expect.grammar,
+                      self._expect.complete is not None)
+            if wanted != self._grammar_set:
+                await self._timed(functools.partial(self._stream.set_grammar, wanted[0], partials=wanted[1]))
+                self._grammar_set = wanted
             return [SpeechStarted(ep.at_s)]
         if isinstance(ep, SpeechAudio):
             self._pending += ep.pcm
