@@ -167,9 +167,11 @@ class Ears:
 
 class BaresipAgent:
     def __init__(self, workdir: Path, *, user: str, mic: Path | None, codec: str = "G722",
-                 auto_answer: bool = False, max_calls: int = 4, account_params: tuple[str, ...] = ()) -> None:
+                 auto_answer: bool = False, max_calls: int = 4, account_params: tuple[str, ...] = (),
+                 silent_s: int = 120) -> None:
         """``max_calls``: calls beyond it get 486 (a busy phone); ``account_params``: more baresip
-        account parameters, e.g. 'outbound="sip:127.0.0.1:5060;lr"' or 'auth_pass=secret'."""
+        account parameters, e.g. 'outbound="sip:127.0.0.1:5060;lr"' or 'auth_pass=secret'; ``silent_s``:
+        without a ``mic``, how long the phone's silent microphone plays (and so its calls last at most)."""
         if BARESIP is None:
             raise RuntimeError("baresip is not installed (make debs installs it)")
         self.dir = workdir
@@ -190,7 +192,7 @@ class BaresipAgent:
         self.ears = Ears(self.snd_dir)
         silence = workdir / "silence.wav"
         if mic is None:
-            write_wav(silence, np.zeros(CODEC_RATE_HZ[codec] * 120, np.int16), CODEC_RATE_HZ[codec])
+            write_wav(silence, np.zeros(CODEC_RATE_HZ[codec] * silent_s, np.int16), CODEC_RATE_HZ[codec])
             mic = silence
         (workdir / "config").write_text("\n".join([
             "poll_method epoll",

@@ -20,6 +20,9 @@ _READY = re.compile(r"answers calls at (sip:\S+) .*HTTP API at (http://\S+)")
 _MEDIA = re.compile(r"call (\S+) ended \(\w+\): (\d+) frames in, (\d+) out, (\d+) late, longest gap (\d+) ms"
                     r" \(caller audio (\d+) ms\)")
 
+#: the password of every login ServiceProcess.user_token adds (a browser test signs in with it)
+USER_PASSWORD = "e2e password"
+
 
 @dataclass(frozen=True, slots=True)
 class CallMedia:
@@ -131,7 +134,7 @@ class ServiceProcess:
         add = await asyncio.create_subprocess_exec(
             *users, "add", name, "--role", role, *options, "--password-stdin", cwd=self.workdir,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        _, err = await add.communicate(b"e2e password\n")
+        _, err = await add.communicate(f"{USER_PASSWORD}\n".encode())
         assert add.returncode == 0 or b"already exists" in err, err.decode()
         made = await asyncio.create_subprocess_exec(*users, "token", name, cwd=self.workdir,
                                                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)

@@ -1,44 +1,48 @@
-"""The supervisors' dashboard in a real headless browser (Debian's chromium, driven by Playwright) while a
-synthesized caller is replayed into the service's queue by the real ``voicebot replay --server``.
+"""The supervisors' dashboard in a real headless browser (Debian's chromium, driven by Playwright) while the
+real service (`voicebot serve` as a process) answers a real SIP caller (Debian's baresip).
 
-A supervisor signs in; the caller asks for a person and waits; the waiting caller appears on the
-dashboard without the page being reloaded (over its WebSocket); an agent in a second browser context
-accepts the call in the agent view, and it leaves the queue on the supervisor's screen; the agent marks
-it done; when the supervisor's login ends, the page goes to the login form. Screenshots of the dashboard are kept in test-artifacts/ (their paths are printed).
+A supervisor signs in; the caller presses 0 (an RFC 4733 key, so no speech recognition luck) and waits
+in the queue; the waiting caller appears on the dashboard without the page being reloaded (over its
+WebSocket); an agent in a second browser context accepts the call in the agent view, the agent's own
+baresip phone receives the call from that caller (REFER), and the caller leaves the queue on the
+supervisor's screen; the agent marks it done; when the supervisor signs out in another tab, the page goes
+to the login form. Screenshots of the dashboard are kept in test-artifacts/ (their paths are printed).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import os
-import sys
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 from argon2 import PasswordHasher
 
-from tests.e2e.test_queue_replay import WAITING_CALLER
+from tests.e2e.baresip_agent import BaresipAgent, running
+from tests.e2e.service_process import USER_PASSWORD
+from tests.e2e.test_agents import ask_for_a_person, service
+from tests.e2e.test_serve import wait_for
+from tests.e2e.test_sip_front import incoming
 from voicebot.calls.report import CallReport
 from voicebot.config import PROJECT_ROOT
 from voicebot.metrics import CallMetrics
 from voicebot.storage import SqliteCallStore
-from voicebot.testing.callgen import build_call
-from voicebot.web.accounts import add_account, issue_token
+from voicebot.web.accounts import add_account
 from voicebot.web.api import make_app
 from voicebot.web.auth import SESSION_COOKIE, Auth, Passwords, secret_hash
-from voicebot.web.dashboard import DASHBOARD, Dashboard, DashboardSettings
+from voicebot.web.dashboard import DASHBOARD
 from voicebot.web.server import run_http
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
-PASSWORD = "correct horse battery"
-#: waits on the page: generous, for a loaded machine (the replay recognizes speech in real time first)
+PASSWORD = USER_PASSWORD
+#: waits on the page: generous, for a loaded machine (a dashboard socket re-checks its login after 30 s idle)
 PAGE_WAIT_MS = 240_000
+#: the caller's number (its SIP user): the dashboard shows it masked
+CALLER_NUMBER = "0401234567"
+#: the phones' calls last at most this long (their silent microphones end): more than the waits above need
+PHONE_SILENT_S = 600
 
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="pip install playwright (the dev extras)")
@@ -80,99 +84,103 @@ async def sign_in(context, base_url: str, path: str, name: str):
     return page
 
 
-@contextlib.asynccontextmanager
-async def replayed(wav: Path, server: str, token: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    """The real ``voicebot replay --server`` putting ``wav``'s caller in the service's queue (killed if left)."""
-    replay = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "voicebot", "replay", "--json", "--server", server, "--stay", "120",
-        "--caller-id", "0401234567", str(wav), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "VOICEBOT_ENGINE": "pocketsphinx", "VOICEBOT_API_TOKEN": token})
+async def just_refreshed(desk) -> None:
+    """Until the agent view has just reloaded itself (it does every few seconds while nothing is typed): what
+    is done next lands on the page that shows, not on one a reload already under way is about to replace."""
+    await desk.wait_for_event("load", timeout=PAGE_WAIT_MS)
+
+
+async def test_a_supervisor_watches_a_sip_caller_wait_and_an_agent_in_another_browser_put_it_through_to_their_phone(
+        tmp_path: Path, browser):
+    caller = BaresipAgent(tmp_path / "caller", user=CALLER_NUMBER, mic=None, silent_s=PHONE_SILENT_S)
+    phone = BaresipAgent(tmp_path / "anna-phone", user="anna", mic=None, auto_answer=True, silent_s=PHONE_SILENT_S)
+    svc = service(tmp_path, phone)  # REFER: the caller's side calls the agent's phone
     try:
-        yield replay
-    finally:
-        if replay.returncode is None:
-            replay.kill()
-            await replay.wait()
-
-
-async def test_a_supervisor_watches_a_caller_wait_and_an_agent_in_another_browser_take_the_call(tmp_path: Path,
-                                                                                               browser):
-    wav = await asyncio.to_thread(build_call, WAITING_CALLER, tmp_path)
-    async with SqliteCallStore(tmp_path / "voicebot.sqlite3") as store:
-        passwords = Passwords(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
-        await add_account(store, passwords, "sam", "supervisor", PASSWORD)
-        await add_account(store, passwords, "alice", "agent", PASSWORD, queues=["general"],
-                          sip_uri="sip:alice@agents.example.org")
-        await store.set_agent_state("alice", "available")
-        token, _ = await issue_token(store, "sam")
-        app = make_app(store, CallMetrics(), auth=Auth(store, passwords=passwords))
-        app[DASHBOARD] = Dashboard(store, DashboardSettings(recheck_s=1.0))  # logins re-checked every second
-        async with run_http(app, "127.0.0.1", 0) as endpoint:
+        await svc.start()
+        await svc.user_token("sam", "supervisor")
+        await svc.user_token("anna", "agent", "--queues", "general", "--sip-uri", phone.uri)
+        async with running(caller, phone):
             supervisor = await browser.new_context(viewport={"width": 1400, "height": 1000})
             agent = await browser.new_context()
             errors: list[str] = []
-            dashboard = await sign_in(supervisor, endpoint.url, "/dashboard", "sam")
+            dashboard = await sign_in(supervisor, svc.api_url, "/dashboard", "sam")
             dashboard.on("pageerror", lambda e: errors.append(str(e)))
             await dashboard.wait_for_selector("body[data-live=open]", timeout=PAGE_WAIT_MS)
-            assert await dashboard.text_content('[data-section="queue"]') == "Nobody is waiting."
-            await dashboard.evaluate("window.sameDocument = 'yes'")  # gone if the page were ever reloaded
             queue = dashboard.locator('[data-section="queue"]')
+            assert await queue.text_content() == "Nobody is waiting."
+            await dashboard.evaluate("window.sameDocument = 'yes'")  # gone if the page were ever reloaded
 
-            async with replayed(wav, endpoint.url, token) as replay:
-                # the caller appears, waiting, with what the bot learned, while the page stays the same document
-                row = queue.locator("tr.state-waiting")
-                await row.wait_for(timeout=PAGE_WAIT_MS)
-                [waiting] = await store.list_waiting("general")
-                assert await row.get_attribute("data-call") == waiting.call_id
-                assert (await row.locator("td.position").text_content()).strip() == "#1 in general"
-                assert await row.locator("td.reason").text_content() == waiting.reason
-                assert await row.locator("td.caller").text_content() == "040****567"
-                card = dashboard.locator(f'[data-section="calls"] article.call[data-call="{waiting.call_id}"]')
-                await card.wait_for(timeout=PAGE_WAIT_MS)
-                assert "Welcome" in await card.locator("ol.transcript").text_content()
-                await expect(dashboard.locator('[data-figure="transfers"] .value')).to_have_text(
-                    "1", timeout=PAGE_WAIT_MS)
-                assert await dashboard.evaluate("window.sameDocument") == "yes"
-                await screenshot(dashboard, "dashboard-caller-waiting.png")
+            # the caller presses 0 and waits: they appear with what the bot learned, in the same document
+            waiting = await ask_for_a_person(svc, caller)
+            row = queue.locator(f'tr.state-waiting[data-call="{waiting["call_id"]}"]')
+            await row.wait_for(timeout=PAGE_WAIT_MS)
+            assert (await row.locator("td.position").text_content()).strip() == "#1 in general"
+            assert await row.locator("td.reason").text_content() == waiting["reason"] == "caller_request"
+            assert await row.locator("td.caller").text_content() == "040****567"
+            card = dashboard.locator(f'[data-section="calls"] article.call[data-call="{waiting["call_id"]}"]')
+            await expect(card.locator("ol.transcript")).to_contain_text("Welcome", timeout=PAGE_WAIT_MS)
+            await expect(dashboard.locator('[data-figure="transfers"] .value')).to_have_text("1", timeout=PAGE_WAIT_MS)
+            assert await dashboard.evaluate("window.sameDocument") == "yes"
+            await screenshot(dashboard, "dashboard-caller-waiting.png")
+            assert [e.type for e in phone.events if e.type.startswith("CALL_")] == []  # nothing rang before an accept
 
-                # an agent in another browser accepts the call in the agent view; the caller leaves the line
-                desk = await sign_in(agent, endpoint.url, "/agent", "alice")
-                await desk.click("#next button[type=submit]", timeout=PAGE_WAIT_MS)
-                await expect(desk.locator("#current h2")).to_contain_text("Your caller", timeout=PAGE_WAIT_MS)
-                await row.wait_for(state="detached", timeout=PAGE_WAIT_MS)
-                handled = queue.locator(f'tr[data-call="{waiting.call_id}"] td.position')
-                await expect(handled).to_contain_text("to alice", timeout=PAGE_WAIT_MS)
-                await expect(dashboard.locator('tr[data-agent="alice"] td.state')).to_have_text(
-                    "busy", timeout=PAGE_WAIT_MS)
-                out, err = await asyncio.wait_for(replay.communicate(), 300)
-            assert replay.returncode == 0, err.decode()[-3000:]
-            report = json.loads(out.decode().splitlines()[0])
-            assert report["call_id"] == waiting.call_id and report["outcome"] == "transferred"
-            entry = await store.get_queue_entry(waiting.entry_id)
-            assert entry.state == "connected" and entry.agent == "alice"
+            # an agent in another browser sets herself available and accepts the call in the agent view
+            desk = await sign_in(agent, svc.api_url, "/agent", "anna")
+            await desk.click("#desk button[name=state][value=available]", timeout=PAGE_WAIT_MS)
+            await expect(desk.locator("#state")).to_have_text("available", timeout=PAGE_WAIT_MS)
+            await expect(desk.locator("#next")).to_contain_text("caller_request", timeout=PAGE_WAIT_MS)
+            await just_refreshed(desk)
+            await desk.click("#next button[type=submit]", timeout=PAGE_WAIT_MS)
+            await expect(desk.locator("#current h2")).to_contain_text("Your caller", timeout=PAGE_WAIT_MS)
 
-            # the agent marks the call done: the queue is empty on the supervisor's screen, alice free again
+            # the agent's phone rings with this caller, and the caller leaves the line on the supervisor's screen
+            rang = await phone.wait_event("CALL_ESTABLISHED", PAGE_WAIT_MS / 1000)  # it answers by itself
+            await row.wait_for(state="detached", timeout=PAGE_WAIT_MS)
+            handled = queue.locator(f'tr[data-call="{waiting["call_id"]}"] td.position')
+            await expect(handled).to_have_text("connected to anna", timeout=PAGE_WAIT_MS)
+            await expect(dashboard.locator('tr[data-agent="anna"] td.state')).to_have_text("busy", timeout=PAGE_WAIT_MS)
             await expect(desk.locator("#current h2")).to_contain_text("connected to you", timeout=PAGE_WAIT_MS)
+            await screenshot(dashboard, "dashboard-caller-with-agent.png")
+            assert incoming(phone) == 1
+
+            # the agent marks the call done: the queue is empty on the supervisor's screen, anna free again
+            await just_refreshed(desk)
             await desk.fill("#note", "explained the housing allowance")
             await desk.click("#current button[type=submit]")
             await expect(queue).to_have_text("Nobody is waiting.", timeout=PAGE_WAIT_MS)
-            await expect(dashboard.locator('tr[data-agent="alice"] td.state')).to_have_text(
+            await expect(dashboard.locator('tr[data-agent="anna"] td.state')).to_have_text(
                 "available", timeout=PAGE_WAIT_MS)
-            await dashboard.wait_for_selector(f'[data-section="calls"] article.call[data-call="{waiting.call_id}"]',
-                                              state="detached", timeout=PAGE_WAIT_MS)
-            assert (await store.get_queue_entry(waiting.entry_id)).state == "done"
+            assert not phone.closed()  # the agent is still talking to the caller
+            await caller.hangup()
+            await phone.wait_event("CALL_CLOSED", PAGE_WAIT_MS / 1000)
+            await card.wait_for(state="detached", timeout=PAGE_WAIT_MS)
             assert await dashboard.evaluate("window.sameDocument") == "yes"
             assert await dashboard.get_attribute("body", "data-live") == "open"
             shot = await screenshot(dashboard, "dashboard-after-agent.png")
             assert shot.stat().st_size > 10_000
 
-            # the supervisor's login ends elsewhere (expired, signed out in another tab): the page goes to the form
-            [cookie] = [c for c in await supervisor.cookies() if c["name"] == SESSION_COOKIE]
-            assert await store.delete_session(secret_hash(cookie["value"]))
-            await dashboard.wait_for_url(f"{endpoint.url}/login?next=/dashboard", timeout=PAGE_WAIT_MS)
+            async def ended():
+                record = await svc.get(f"/api/calls/{waiting['call_id']}")
+                return record if record["status"] == "ended" else None
+
+            record = await wait_for(ended, 60, "the call to end", lambda: svc.log()[-3000:])
+            [entry] = (await svc.get("/api/queue?state=done"))["entries"]
+
+            # the supervisor signs out in another tab: the socket's next login check closes it, the page goes to the form
+            other = await supervisor.new_page()
+            await other.goto(f"{svc.api_url}/dashboard")
+            await other.click("text=Sign out")
+            await dashboard.wait_for_url(f"{svc.api_url}/login?next=/dashboard", timeout=PAGE_WAIT_MS)
             assert errors == []
             await agent.close()
             await supervisor.close()
+    finally:
+        await svc.stop()
+    # REFER: the agent's phone is called by the caller's own phone, not by the service
+    assert rang.data["direction"] == "incoming" and rang.data["peeruri"].startswith(f"sip:{CALLER_NUMBER}@"), rang.data
+    assert (entry["call_id"], entry["agent"], entry["note"]) == (waiting["call_id"], "anna",
+                                                                  "explained the housing allowance")
+    assert record["outcome"] == "transferred" and record["transfer"]["reason"] == "caller_request"
 
 
 async def test_the_page_reconnects_after_its_socket_drops_and_goes_to_the_login_form_once_refused(tmp_path: Path,
