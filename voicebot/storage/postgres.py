@@ -31,8 +31,8 @@ from voicebot.storage.base import INTAKE_STATUSES, ApplicationRecord, CallRecord
 from voicebot.storage.feed import ChangeFeed, ChangeHub
 from voicebot.storage.figures import CallGroup, DayFigures, WaitGroup, fold_figures, text_margin
 from voicebot.storage.records import (
-    AGENT_STATES, CALLBACK_STATES, HANDLING_STATES, LIVE_QUEUE_STATES, QUEUE_STATES, ROLES, Agent, AgentChange, AgentState,
-    ApiToken, AuditEntry, CallChange, Callback, CallbackChange, CallbackState, ChangesMissed, LoginSession,
+    AGENT_STATES, CALLBACK_STATES, HANDLING_STATES, LIVE_QUEUE_STATES, QUEUE_STATES, ROLES, Agent, AgentChange,
+    AgentState, ApiToken, AuditEntry, CallChange, Callback, CallbackChange, CallbackState, ChangesMissed, LoginSession,
     QueueChange, QueueEntry, QueuePosition, RetentionReport, StoreChange, User, change_from_json, change_to_json,
 )
 
