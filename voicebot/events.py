@@ -174,9 +174,19 @@ class AgentReady:
     at_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class AgentUnreachable:
+    """The call could not be connected to the agent who took it (their phone rejected it, did not answer,
+    or the REFER or bridge failed); the caller is still on the line with the bot."""
+
+    agent: str
+    sip_uri: str
+    at_s: float
+
+
 CallerEvent = Union[
     CallStarted, SpeechStarted, Utterance, DtmfKey, DtmfTimeout, NoInput, PromptPlayed, IntakeSubmitted, CallerHungUp,
-    ServiceClosing, QueueUpdate, AgentReady,
+    ServiceClosing, QueueUpdate, AgentReady, AgentUnreachable,
 ]
 
 
@@ -306,7 +316,15 @@ class ConnectAgent:
     sip_uri: str
 
 
+@dataclass(frozen=True, slots=True)
+class ReturnToQueue:
+    """Put the caller back in line at their old place: ``agent`` took the call but could not be reached, and is
+    set away, so the next caller is not sent to the same phone."""
+
+    agent: str
+
+
 Action = Union[
     Say, Listen, RecognizedIntent, SaveIntake, SubmitIntake, Transfer, EndCall, EnterQueue, QueueTimer, PlayHold,
-    LeaveQueue, RequestCallback, ConnectAgent,
+    LeaveQueue, RequestCallback, ConnectAgent, ReturnToQueue,
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.e2e.baresip_agent import BaresipAgent, free_udp_tcp_port, running
@@ -18,15 +19,20 @@ from voicebot.sip.settings import SipTransferSettings
 
 pytestmark = pytest.mark.slow
 
-#: what the bot says when the caller's turn in the queue is next (scenarios/benefits.toml [queue.prompts])
+#: what the bot says when the caller's turn in the queue is next, when an agent takes the call, and when that
+#: agent's phone does not (scenarios/benefits.toml [queue.prompts])
 NEXT_IN_QUEUE = "You are next in the queue."
+CONNECTING = "An advisor is free now. Connecting you."
+UNREACHABLE = "Sorry, the advisor could not be reached. You keep your place in the queue."
 
 
-def service(tmp_path: Path, agent_phone: BaresipAgent, *, mode: str = "refer", workers: int | None = 2
-            ) -> ServiceProcess:
-    """A service whose callers wait in its queue, with the agent's phone (its own port only) on an agent domain."""
+def service(tmp_path: Path, *agent_phones: BaresipAgent, mode: str = "refer", workers: int | None = 2,
+            timeout_s: float = 20.0) -> ServiceProcess:
+    """A service whose callers wait in its queue, with the agents' phones (their own ports only) on agent domains;
+    ``timeout_s``: how long an agent's phone may ring (bridge) or a REFER take."""
+    domains = ", ".join(f'"127.0.0.1:{phone.sip_port}"' for phone in agent_phones)
     config = loopback_config(tmp_path / "data", queue=True) + (
-        f'[sip.transfer]\nmode = "{mode}"\ntimeout_s = 20\nagent_domains = ["127.0.0.1:{agent_phone.sip_port}"]\n')
+        f'[sip.transfer]\nmode = "{mode}"\ntimeout_s = {timeout_s}\nagent_domains = [{domains}]\n')
     return ServiceProcess(tmp_path, config, *(("--workers", str(workers)) if workers is not None else ()))
 
 
@@ -57,6 +63,23 @@ async def bot_said(svc: ServiceProcess, call_id: str, text: str, timeout_s: floa
     return await wait_for(said, timeout_s, f"the bot to say {text!r}", lambda: svc.log()[-3000:])
 
 
+async def the_caller_is(svc: ServiceProcess, state: str) -> list[dict]:
+    """The queue's live entries, once the only one is in ``state``."""
+    async def there():
+        entries = (await svc.get("/api/queue?state=waiting,connecting,connected"))["entries"]
+        return entries if [e["state"] for e in entries] == [state] else None
+
+    return await wait_for(there, 60, f"the caller to be {state}", lambda: svc.log()[-3000:])
+
+
+async def ended_call(svc: ServiceProcess, call_id: str) -> dict:
+    async def ended():
+        record = await svc.get(f"/api/calls/{call_id}")
+        return record if record["status"] == "ended" else None
+
+    return await wait_for(ended, 60, "the call to end", lambda: svc.log()[-3000:])
+
+
 @pytest.mark.parametrize("mode", ["refer", "bridge"])
 async def test_a_waiting_caller_reaches_the_phone_of_the_agent_who_accepts_and_leaves_the_queue(tmp_path, mode):
     """REFER: the caller's phone calls the agent's; bridge: a worker calls it through the front."""
@@ -78,22 +101,11 @@ async def test_a_waiting_caller_reaches_the_phone_of_the_agent_who_accepts_and_l
             assert status == 200, taken
             assert (taken["entry"]["call_id"], taken["entry"]["state"]) == (entry["call_id"], "connecting")
             rang = await phone.wait_event("CALL_ESTABLISHED", 60)
-
-            async def connected():
-                entries = (await svc.get("/api/queue?state=waiting,connecting,connected"))["entries"]
-                return entries if [e["state"] for e in entries] == ["connected"] else None
-
-            [through] = await wait_for(connected, 60, "the queue to record the caller as connected",
-                                       lambda: svc.log()[-3000:])
+            [through] = await the_caller_is(svc, "connected")
             status, done = await svc.post(f"/api/queue/{entry['entry_id']}/done", anna, {"note": "helped"})
             assert status == 200, done
             await caller.hangup()
-
-            async def ended():
-                record = await svc.get(f"/api/calls/{entry['call_id']}")
-                return record if record["status"] == "ended" else None
-
-            record = await wait_for(ended, 60, "the call to end", lambda: svc.log()[-3000:])
+            record = await ended_call(svc, entry["call_id"])
     finally:
         await svc.stop()
     # the agent's phone sees the caller (REFER) or the service (bridge) calling
@@ -102,7 +114,59 @@ async def test_a_waiting_caller_reaches_the_phone_of_the_agent_who_accepts_and_l
     assert done["entry"]["state"] == "done" and done["entry"]["note"] == "helped"
     assert record["outcome"] == "transferred" and record["transfer"]["reason"] == "caller_request"
     said = [t["text"] for t in record["turns"] if t["speaker"] == "bot"]
-    assert NEXT_IN_QUEUE in said and said[-1] == "An advisor is free now. Connecting you.", said
+    assert NEXT_IN_QUEUE in said and said[-1] == CONNECTING, said
+
+
+@pytest.mark.parametrize("mode, phone_does", [("refer", "reject"), ("bridge", "not answer")])
+async def test_a_caller_whose_agent_s_phone_does_not_take_the_call_waits_again_and_reaches_the_next_agent(
+        tmp_path, mode, phone_does):
+    """Anna accepts, but her phone turns the call away (REFER: the caller's phone is refused) or rings out
+    (bridge: the service stops ringing it): the caller hears so, waits again at their place, and anna is set
+    away; then bob accepts and his phone has the caller."""
+    caller = BaresipAgent(tmp_path / "caller", user="ann", mic=None)
+    dead = BaresipAgent(tmp_path / "anna-phone", user="anna", mic=None, auto_answer=False)
+    phone = BaresipAgent(tmp_path / "bob-phone", user="bob", mic=None, auto_answer=True)
+    svc = service(tmp_path, dead, phone, mode=mode, timeout_s=8)
+    try:
+        await svc.start()
+        anna = await svc.user_token("anna", "agent", "--queues", "general", "--sip-uri", dead.uri)
+        bob = await svc.user_token("bob", "agent", "--queues", "general", "--sip-uri", phone.uri)
+        async with running(caller, dead, phone):
+            entry = await ask_for_a_person(svc, caller)
+            status, taken = await svc.post("/api/queue/next", anna)
+            assert status == 200, taken
+            await dead.wait_event("CALL_INCOMING", 60)
+            if phone_does == "reject":
+                await dead.hangup()
+            await bot_said(svc, entry["call_id"], UNREACHABLE)
+            [again] = await the_caller_is(svc, "waiting")
+            anna_desk = (await _get(svc, "/api/agent", anna))["agent"]
+
+            status, taken = await svc.post("/api/queue/next", bob)
+            assert status == 200, taken
+            rang = await phone.wait_event("CALL_ESTABLISHED", 60)
+            [through] = await the_caller_is(svc, "connected")
+            await caller.hangup()
+            record = await ended_call(svc, entry["call_id"])
+    finally:
+        await svc.stop()
+    assert incoming(dead) == 0
+    assert (again["entry_id"], again["position"]) == (entry["entry_id"], 1) and again["agent"] is None
+    assert anna_desk["state"] == "away"
+    assert rang.data["peeruri"].startswith("sip:ann@" if mode == "refer" else "sip:voicebot@"), rang.data
+    assert (through["entry_id"], through["agent"]) == (entry["entry_id"], "bob")
+    assert record["outcome"] == "transferred"
+    said = [t["text"] for t in record["turns"] if t["speaker"] == "bot"]
+    assert said.count(CONNECTING) == 2 and said[-1] == CONNECTING, said
+    assert said.index(UNREACHABLE) > said.index(CONNECTING), said
+
+
+async def _get(svc: ServiceProcess, path: str, token: str) -> dict:
+    """GET from the API as the holder of ``token``."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(svc.api_url + path, headers={"Authorization": f"Bearer {token}"}) as resp:
+            assert resp.status == 200, await resp.text()
+            return await resp.json()
 
 
 async def test_a_caller_who_hangs_up_while_waiting_is_recorded_as_abandoned_with_the_wait(tmp_path):

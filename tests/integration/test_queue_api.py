@@ -140,3 +140,18 @@ async def test_a_hang_up_while_waiting_abandons_the_entry(service, tokens, store
         await link.queue.leave(entry_id)
     entry = await store.get_queue_entry(entry_id)
     assert entry.state == "abandoned" and entry.wait_s is not None
+
+
+async def test_an_agent_not_reached_puts_the_replayed_caller_back_in_line_and_is_set_away(service, tokens, store):
+    await store.save_agent("alice", "sip:alice@agents.example.org", ["general"])
+    await store.set_agent_state("alice", "busy")
+    report = a_report()
+    async with ServiceLink.open(service, tokens["supervisor"]) as link:
+        await link.recorder.call_started(report)
+        entry_id = await link.queue.join(report, "general", priority=0, reason="caller_request")
+        await store.take_next("alice", ["general"])
+        await link.queue.back_in_line(entry_id)
+        assert await link.queue.status(entry_id) == Waiting(1, None)  # the only agent is away now
+    entry = await store.get_queue_entry(entry_id)
+    assert (entry.state, entry.agent) == ("waiting", None)
+    assert (await store.get_agent("alice")).state == "away"

@@ -4,6 +4,7 @@ says about them at start, and the SIP URI an agent login is given."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 from tests.integration.test_web_auth import CHEAP
 from tests.unit.test_front_config import WORKERS, route
 from voicebot.config import ConfigError, QueueSettings, Settings, load_settings
-from voicebot.events import Transfer
+from voicebot.events import AudioFrame, DtmfTone, Transfer, TransportClosing
 from voicebot.serve import _check_agents, agent_uri_check
 from voicebot.sip.front import UriParts, render_dispatcher_list, render_front_config
 from voicebot.sip.leg import TransferResult
@@ -224,13 +225,15 @@ class FakeLeg:
     remote_uri = "<sip:+358401234567@127.0.0.1>"
     sip_call_id = "call-1"
 
-    def __init__(self) -> None:
+    def __init__(self, answer: TransferResult = TransferResult(True, 200, "OK")) -> None:
         self.referred: list[str] = []
         self.hung_up = False
+        self.items: asyncio.Queue = asyncio.Queue()
+        self._answer = answer
 
     async def blind_transfer(self, uri: str, timeout_s: float) -> TransferResult:
         self.referred.append(uri)
-        return TransferResult(True, 200, "OK")
+        return self._answer
 
     async def hangup(self) -> None:
         self.hung_up = True
@@ -245,14 +248,30 @@ async def test_a_worker_refers_a_caller_to_an_agent_on_an_agent_domain_and_to_no
     leg = FakeLeg()
     transport = SipTransport(leg, transfer)
     assert not await transport.transfer(Transfer("caller_request", ""), "sip:anna@evil.example.org")
-    assert leg.referred == [] and leg.hung_up
-    assert transport.ended_by == "transfer_failed:agent not on an agent domain"
+    assert leg.referred == [] and not leg.hung_up and transport.ended_by == ""  # the caller stays with the bot
     assert "on none of [sip.transfer] agent_domains" in caplog.text
 
     leg = FakeLeg()  # the fixed target (no queue) needs no agent domain
     assert await SipTransport(leg, SipTransferSettings(target_uri="sip:desk@elsewhere.org")).transfer(
         Transfer("caller_request", ""))
     assert leg.referred == ["sip:desk@elsewhere.org"]
+
+
+async def test_an_agent_s_phone_that_refuses_the_caller_leaves_them_with_the_bot_minus_what_they_said_meanwhile():
+    transfer = SipTransferSettings(mode="refer", agent_domains=("pbx.example.org",))
+    leg = FakeLeg(TransferResult(False, 486, "Busy Here"))
+    frame = AudioFrame(b"\0" * 640, 16000, 12.0)
+    for item in (frame, DtmfTone("5", 12.5), TransportClosing(13.0), frame):
+        leg.items.put_nowait(item)
+    transport = SipTransport(leg, transfer)
+    assert not await transport.transfer(Transfer("caller_request", ""), "sip:anna@pbx.example.org")
+    assert leg.referred == ["sip:anna@pbx.example.org"] and not leg.hung_up and transport.ended_by == ""
+    assert [leg.items.get_nowait() for _ in range(leg.items.qsize())] == [TransportClosing(13.0)]
+
+    leg = FakeLeg(TransferResult(False, 486, "Busy Here"))  # the fixed target: nobody else to try
+    transport = SipTransport(leg, SipTransferSettings(target_uri="sip:desk@pbx.example.org"))
+    assert not await transport.transfer(Transfer("caller_request", ""))
+    assert leg.hung_up and transport.ended_by == "transfer_failed:486 Busy Here"
 
 
 async def test_a_worker_bridges_to_an_agent_on_an_agent_domain_and_to_no_other():

@@ -11,9 +11,9 @@ from voicebot.config import PROJECT_ROOT
 from voicebot.dialogue.policy import DialogueState, Policy
 from voicebot.dialogue.scenario import load_scenario
 from voicebot.events import (
-    AgentReady, Alternative, CallerHungUp, CallStarted, ConnectAgent, DtmfKey, DtmfTimeout, EndCall, EnterQueue,
-    LeaveQueue, Listen, NoInput, PlayHold, QueueTimer, QueueUpdate, RecognizedIntent, RequestCallback, Say,
-    ServiceClosing, Transfer, Utterance,
+    AgentReady, AgentUnreachable, Alternative, CallerHungUp, CallStarted, ConnectAgent, DtmfKey, DtmfTimeout, EndCall,
+    EnterQueue, LeaveQueue, Listen, NoInput, PlayHold, QueueTimer, QueueUpdate, RecognizedIntent, RequestCallback,
+    ReturnToQueue, Say, ServiceClosing, Transfer, Utterance,
 )
 from tests.unit.test_policy import of, run
 
@@ -241,6 +241,35 @@ def test_an_agent_taking_the_call_connects_the_caller_to_that_agents_uri(policy)
     assert state.node == "connecting"
     _, later = run(policy, state, update(1, 60.0), utt("call me back"), DtmfKey("1", 61.0))
     assert later == []
+
+
+def test_an_agent_who_cannot_be_reached_puts_the_caller_back_in_line_with_a_word_and_hold_audio(policy):
+    state, _ = run(policy, holding(policy), AgentReady("alice", "sip:alice@pbx.example.org", 55.0))
+    state, actions = run(policy, state, AgentUnreachable("alice", "sip:alice@pbx.example.org", 80.0))
+    assert actions[0] == ReturnToQueue("alice")
+    assert texts(actions) == [policy.scenario.hold.prompt("agent_unreachable")]
+    assert not of(actions, Say)[0].interruptible
+    assert of(actions, PlayHold) == [PlayHold()] and len(of(actions, QueueTimer)) == 1
+    assert of(actions, ConnectAgent) == [] and of(actions, EndCall) == [] and of(actions, LeaveQueue) == []
+    assert state.node == "holding" and state.in_queue
+
+    # waiting as before: announcements, then another agent takes the call
+    state, actions = run(policy, state, update(1, 65.0))
+    assert texts(actions)[0] == policy.scenario.hold.prompt("position_next")
+    state, actions = run(policy, state, AgentReady("bob", "sip:bob@pbx.example.org", 90.0))
+    assert actions[-1] == ConnectAgent("bob", "sip:bob@pbx.example.org") and state.node == "connecting"
+
+
+def test_the_caller_back_in_line_who_hangs_up_is_abandoned_with_the_whole_wait(policy):
+    state, _ = run(policy, holding(policy), AgentReady("alice", "sip:alice@pbx.example.org", 55.0),
+                   AgentUnreachable("alice", "sip:alice@pbx.example.org", 80.0))
+    state, actions = run(policy, state, CallerHungUp(JOINED_S + 70.0))
+    assert of(actions, LeaveQueue) == [LeaveQueue(70.0)] and state.node == "ended"
+
+
+def test_an_unreachable_agent_is_ignored_unless_the_caller_was_being_connected(policy):
+    for state in (holding(policy), run(policy, offered(policy), utt("call me back"))[0]):
+        assert run(policy, state, AgentUnreachable("alice", "sip:alice@pbx.example.org", 80.0)) == (state, [])
 
 
 def test_an_agent_may_take_the_call_while_the_caller_gives_a_number(policy):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta, timezone
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Collection
 
 import numpy as np
 import pytest
@@ -31,9 +31,19 @@ class ScriptedReplay(ReplayTransport):
     """A replayed caller; ``at`` runs other parties' moves (agents, callers) once the call reaches their time."""
 
     def __init__(self, samples: np.ndarray, clock: VirtualClock, at: list[tuple[float, Callable[[], Awaitable]]],
-                 caller_id: str = "replay") -> None:
+                 caller_id: str = "replay", unreachable: Collection[str] = ()) -> None:
+        """``unreachable``: agents' SIP URIs whose phones turn the call away."""
         super().__init__(samples, RATE, clock, caller_id=caller_id)
         self._at = sorted(at, key=lambda move: move[0])
+        self._unreachable = set(unreachable)
+        #: the agents' phones tried in vain
+        self.refused: list[str] = []
+
+    async def transfer(self, transfer, target_uri=None) -> bool:
+        if target_uri in self._unreachable:
+            self.refused.append(target_uri)
+            return False
+        return await super().transfer(transfer, target_uri)
 
     async def receive(self):
         async for item in super().receive():
@@ -56,14 +66,14 @@ async def store(tmp_path, clock):
 
 
 async def run_queued_call(store, clock, policy, audio: np.ndarray, script: list[str], *, caller_id: str = "replay",
-                          at: list[tuple[float, Callable[[], Awaitable]]] = ()):
+                          at: list[tuple[float, Callable[[], Awaitable]]] = (), unreachable: Collection[str] = ()):
     loop = asyncio.get_running_loop()
     services = SessionServices(
         engine=ScriptedEngine(script), prompts=SilentPrompts(), policy=policy, recorder=MemoryRecorder(),
         run_blocking=lambda fn, *a: loop.run_in_executor(None, fn, *a), completeness=fields.is_complete,
         queue=StoreQueue(store),
     )
-    transport = ScriptedReplay(audio, clock, list(at), caller_id=caller_id)
+    transport = ScriptedReplay(audio, clock, list(at), caller_id=caller_id, unreachable=unreachable)
     report = await CallSession(services, transport, clock, name="queued", call_id="queued-1").run()
     return report, transport
 
@@ -150,3 +160,37 @@ async def test_a_caller_who_hangs_up_while_waiting_is_recorded_abandoned_with_th
     assert entry.wait_s == pytest.approx(hangup_s - joined_s, abs=0.05)
     assert 30 < entry.wait_s < 40
     assert report.outcome == "abandoned" and report.transfer.reason == "caller_request"
+
+
+async def test_a_caller_whose_agent_cannot_be_reached_waits_again_at_their_place_for_the_next_agent(
+        store, clock, policy, speech):
+    for name in ("alice", "bob"):
+        await store.save_agent(name, f"sip:{name}@agents.example.org", ["general"])
+        await store.set_agent_state(name, "available")
+    taken = []
+
+    async def alice_takes_ours():
+        taken.append(await store.take_next("alice", ["general"]))
+
+    async def a_later_caller_joins():
+        await store.enqueue("later-call", "general", reason="caller_request")
+
+    async def bob_takes_the_first_in_line():
+        taken.append(await store.take_next("bob", ["general"]))
+
+    report, transport = await run_queued_call(
+        store, clock, policy, call_audio(silence(3), speech, silence(100)), ["agent"],
+        at=[(20.0, alice_takes_ours), (40.0, a_later_caller_joins), (70.0, bob_takes_the_first_in_line)],
+        unreachable=["sip:alice@agents.example.org"])
+
+    assert transport.refused == ["sip:alice@agents.example.org"]
+    assert transport.ended_by == "agent:sip:bob@agents.example.org"
+    assert [e.call_id for e in taken] == ["queued-1", "queued-1"]  # bob got ours, ahead of the later caller
+    entry = await store.get_queue_entry(taken[0].entry_id)
+    assert (entry.state, entry.agent, entry.enqueued_at) == ("connected", "bob", taken[0].enqueued_at)
+    assert (await store.get_agent("alice")).state == "away"
+    hold = policy.scenario.hold
+    says = bot_says(report)
+    first, second = [i for i, text in enumerate(says) if text == hold.prompt("agent_connecting")]
+    assert hold.prompt("agent_unreachable") in says[first:second]
+    assert report.outcome == "transferred"

@@ -65,7 +65,11 @@ class QueueBackend(Protocol):
         """The transfer to the agent went through."""
 
     async def leave(self, entry_id: int) -> None:
-        """The caller left the line (hung up, gave up, the transfer to the agent failed): abandoned."""
+        """The caller left the line (hung up, gave up): abandoned."""
+
+    async def back_in_line(self, entry_id: int) -> None:
+        """The agent who took the call could not be reached: the caller waits again at their old place,
+        and that agent is set away, so the next caller is not sent to the same phone."""
 
     async def callback(self, entry_id: int, number: str) -> None:
         """Store a callback request to ``number`` and take the entry out of line."""
@@ -109,6 +113,17 @@ class StoreQueue:
 
     async def leave(self, entry_id: int) -> None:
         await self._call(self._store.leave_queue(entry_id, "abandoned"))
+
+    async def back_in_line(self, entry_id: int) -> None:
+        entry = await self.entry(entry_id)
+        if entry is None or entry.state != "connecting":
+            log.warning("queue entry %d is %s, not being connected: not put back in line", entry_id,
+                        entry.state if entry else "gone")
+            return
+        if entry.agent and await self._call(self._store.set_agent_state(entry.agent, "away")) is not None:
+            log.info("agent %s did not take call %s: set away", entry.agent, entry.call_id)
+        if await self._call(self._store.requeue(entry_id)) is None:
+            log.warning("queue entry %d changed meanwhile: not put back in line", entry_id)
 
     async def callback(self, entry_id: int, number: str) -> None:
         entry = await self.entry(entry_id)

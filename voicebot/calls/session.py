@@ -9,6 +9,8 @@ With a queue (``SessionServices.queue``) a transferred call waits in line: the
 session joins the queue, asks it where the caller stands whenever the policy's
 QueueTimer runs out (and as soon as the queue says the entry changed), and
 feeds the answers to the policy as QueueUpdate / AgentReady on the session clock.
+When the agent's phone cannot be reached the caller is still on the line: the
+policy hears AgentUnreachable and puts them back in line (ReturnToQueue).
 Without one, a transfer hands the call to the transport at once, as it always did.
 """
 
@@ -33,10 +35,10 @@ from voicebot.calls.speaker import PlayoutIdle, PromptEnded, PromptStarted, Spea
 from voicebot.clock import Clock
 from voicebot.dialogue.policy import DialogueState, Policy
 from voicebot.events import (
-    Action, AgentReady, AudioFrame, CallerEvent, CallerHungUp, CallStarted, ConnectAgent, DtmfKey, DtmfTimeout,
-    DtmfTone, EndCall, EnterQueue, IntakeForm, IntakeSubmitted, LeaveQueue, Listen, NoInput, PlayHold, QueueTimer,
-    QueueUpdate, RecognizedIntent, RequestCallback, SaveIntake, Say, ServiceClosing, SpeechStarted, SubmitIntake,
-    Transfer, TransportClosing, TransportHangup, Utterance,
+    Action, AgentReady, AgentUnreachable, AudioFrame, CallerEvent, CallerHungUp, CallStarted, ConnectAgent, DtmfKey,
+    DtmfTimeout, DtmfTone, EndCall, EnterQueue, IntakeForm, IntakeSubmitted, LeaveQueue, Listen, NoInput, PlayHold,
+    QueueTimer, QueueUpdate, RecognizedIntent, RequestCallback, ReturnToQueue, SaveIntake, Say, ServiceClosing,
+    SpeechStarted, SubmitIntake, Transfer, TransportClosing, TransportHangup, Utterance,
 )
 from voicebot.transports.base import Transport
 
@@ -158,8 +160,8 @@ class CallSession:
         async for item in self._transport.receive():
             await self._drain_speaker_events()
             if self._finishing is not None:
-                if isinstance(item, TransportHangup) or not self._speaker.busy:
-                    await self._finish()
+                hung_up = isinstance(item, TransportHangup)
+                if (hung_up or not self._speaker.busy) and (await self._finish(hung_up=hung_up) or hung_up):
                     return
                 continue
             await self._fire_timers(self._clock.now_s())
@@ -178,18 +180,20 @@ class CallSession:
                 if self._finishing is None:
                     self.report.outcome = "abandoned"
                 return
-            if self._finishing is not None and not self._speaker.busy:
-                await self._finish()
+            if self._finishing is not None and not self._speaker.busy and await self._finish():
                 return
 
-    async def _finish(self) -> None:
+    async def _finish(self, *, hung_up: bool = False) -> bool:
+        """Do what ends the bot's part of the call; False when the caller is still with the bot after all
+        (the agent's phone could not be reached)."""
         action = self._finishing
         if isinstance(action, Transfer):
             await self._transport.transfer(action)
         elif isinstance(action, ConnectAgent):
-            await self._connect_agent(action)
+            return hung_up or await self._connect_agent(action)
         else:
             await self._transport.hangup()
+        return True
 
     # ------------------------------------------------------------------ caller side
 
@@ -307,6 +311,8 @@ class CallSession:
                                      "asked to be called back")
             case ConnectAgent():
                 self._finishing = action
+            case ReturnToQueue():
+                await self._back_in_line(action)
             case EndCall():
                 self.report.outcome = action.outcome
                 self._finishing = action
@@ -357,14 +363,31 @@ class CallSession:
             log.warning("call %s: queue entry %d is %s while the caller waits", self.report.call_id,
                         waiting.entry_id, status.state)
 
-    async def _connect_agent(self, action: ConnectAgent) -> None:
+    async def _connect_agent(self, action: ConnectAgent) -> bool:
+        """Hand the caller to the agent's phone; when that fails the caller is still here, and the policy
+        hears it (AgentUnreachable). Whether the caller reached the agent."""
         transfer = self.report.transfer or Transfer("caller_request", "")
         if await self._transport.transfer(transfer, target_uri=action.sip_uri):
             await self._end_wait(lambda queue, entry_id: queue.connected(entry_id),
                                  f"connected to agent {action.agent} at {action.sip_uri}")
+            return True
+        log.info("call %s: agent %s at %s could not be reached", self.report.call_id, action.agent, action.sip_uri)
+        self._finishing = None
+        await self._dispatch(AgentUnreachable(action.agent, action.sip_uri, self._clock.now_s()))
+        return False
+
+    async def _back_in_line(self, action: ReturnToQueue) -> None:
+        """The caller's entry goes back to waiting at its old place; the agent who was not reached is set away."""
+        waiting, queue = self._in_queue, self._svc.queue
+        if waiting is None or queue is None:
+            return
+        try:
+            await queue.back_in_line(waiting.entry_id)
+        except QueueError as e:
+            log.error("call %s: back in line after agent %s was not reached, but the queue did not record it (%s)",
+                      self.report.call_id, action.agent, e)
         else:
-            await self._end_wait(lambda queue, entry_id: queue.leave(entry_id),
-                                 f"not connected to agent {action.agent} at {action.sip_uri}: the transfer failed")
+            log.info("call %s: back in line after agent %s was not reached", self.report.call_id, action.agent)
 
     async def _leave_queue_if_waiting(self) -> None:
         """However the call ends, it does not stay in line (a caller the bot no longer has)."""

@@ -18,10 +18,10 @@ from voicebot.dialogue.validators import (
     Invalid, Parsed, digits_from_dtmf, phone_number_of_caller_id, validate_phone_number,
 )
 from voicebot.events import (
-    Action, AgentReady, CallerEvent, CallerHungUp, CallStarted, ConnectAgent, DtmfKey, DtmfTimeout, EndCall,
-    EnterQueue, IntakeForm, IntakeSubmitted, LeaveQueue, Listen, NoInput, PlayHold, PromptPlayed, QueueTimer,
-    QueueUpdate, RecognizedIntent, RequestCallback, SaveIntake, Say, ServiceClosing, SpeechStarted, SubmitIntake,
-    Transfer, TransferReason, Utterance,
+    Action, AgentReady, AgentUnreachable, CallerEvent, CallerHungUp, CallStarted, ConnectAgent, DtmfKey, DtmfTimeout,
+    EndCall, EnterQueue, IntakeForm, IntakeSubmitted, LeaveQueue, Listen, NoInput, PlayHold, PromptPlayed, QueueTimer,
+    QueueUpdate, RecognizedIntent, RequestCallback, ReturnToQueue, SaveIntake, Say, ServiceClosing, SpeechStarted,
+    SubmitIntake, Transfer, TransferReason, Utterance,
 )
 
 Node = Literal[
@@ -148,8 +148,8 @@ class Policy:
         turn = _Turn(state, _event_time(event))
         if state.node == "ended":
             return state, []
-        if state.node in ("transferred", "connecting") and not (
-                self.scenario.hold is not None and isinstance(event, (QueueUpdate, AgentReady, CallerHungUp))):
+        if state.node in ("transferred", "connecting") and not (self.scenario.hold is not None and isinstance(
+                event, (QueueUpdate, AgentReady, AgentUnreachable, CallerHungUp))):
             return state, []
         match event:
             case CallStarted():
@@ -176,6 +176,8 @@ class Policy:
                 self._on_queue_update(turn, event)
             case AgentReady():
                 self._on_agent_ready(turn, event)
+            case AgentUnreachable():
+                self._on_agent_unreachable(turn, event)
             case SpeechStarted() | PromptPlayed():
                 pass
         return turn.state, turn.actions
@@ -489,6 +491,13 @@ class Policy:
                          ConnectAgent(ev.agent, ev.sip_uri)]
         joined_at_s = turn.now_s if turn.state.joined_at_s is None else turn.state.joined_at_s
         turn.state = replace(turn.state, node="connecting", in_queue=True, joined_at_s=joined_at_s)
+
+    def _on_agent_unreachable(self, turn: _Turn, ev: AgentUnreachable) -> None:
+        """The agent's phone did not take the call: a contact centre keeps the caller, at their place in line."""
+        if turn.state.node != "connecting":
+            return
+        turn.actions.append(ReturnToQueue(ev.agent))
+        self._hold(turn, [Say(self._hold_script.prompt("agent_unreachable"), interruptible=False)], remember=False)
 
     def _holding_answer(self, turn: _Turn, utt: Utterance) -> None:
         s = turn.state

@@ -147,7 +147,7 @@ QUEUE_PROMPTS: dict[str, tuple[str, ...]] = {
     "wait_short": (), "wait_unknown": (), "callback_offer": (), "callback_reminder": (),
     "callback_confirm": ("number",), "callback_ask_number": (), "callback_invalid_number": (),
     "callback_not_understood": (), "callback_gave_up": (), "callback_thanks": (), "agent_connecting": (),
-    "leave_goodbye": (),
+    "agent_unreachable": (), "leave_goodbye": (),
 }
 DEFAULT_QUEUE = "general"
 

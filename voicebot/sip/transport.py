@@ -13,7 +13,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from voicebot.calls.speaker import Speaker
 from voicebot.calls.tape import CallTape
-from voicebot.events import AudioFrame, Transfer, TransportHangup, TransportItem
+from voicebot.events import AudioFrame, Transfer, TransportClosing, TransportHangup, TransportItem
 from voicebot.sip.endpoint import BRIDGE_RATE_HZ
 from voicebot.sip.leg import LegHandle, caller_id_from
 from voicebot.sip.settings import SipTransferSettings
@@ -54,36 +54,65 @@ class SipTransport:
 
     async def transfer(self, transfer: Transfer, target_uri: str | None = None) -> bool:
         """REFER or bridge (as configured) to ``target_uri`` (an agent's phone, which must be on one of the
-        configured agent domains), else to the configured transfer target."""
-        if target_uri and not self._transfer.admits_agent(target_uri):
+        configured agent domains), else to the configured transfer target. True when the caller now talks to
+        that person. An agent who cannot be reached leaves the caller on this call, with the bot (which puts
+        them back in line); the configured target not reached ends the call, as there is nobody else to try."""
+        if target_uri is None:
+            return await self._to_target(transfer)
+        if not self._transfer.admits_agent(target_uri):
             log.error("call %s: the agent's URI %s is on none of [sip.transfer] agent_domains (%s): not connecting"
                       " the caller there", self.leg.sip_call_id, target_uri,
                       ", ".join(self._transfer.agent_domains) or "none set")
-            self.ended_by = "transfer_failed:agent not on an agent domain"
-            await self.leg.hangup()
             return False
-        target = target_uri or self._transfer.target_uri
+        failure = await self._hand_over(target_uri)
+        if failure is None:
+            return True
+        log.warning("call %s: agent at %s not reached (%s): the caller stays with the bot", self.leg.sip_call_id,
+                    target_uri, failure)
+        self._forget_while_away()
+        return False
+
+    async def _to_target(self, transfer: Transfer) -> bool:
+        target = self._transfer.target_uri
         if not target:
             log.warning("call %s: transfer to queue %s asked, but no sip transfer target is configured: hanging up",
                         self.leg.sip_call_id, transfer.queue)
             self.ended_by = "transfer_failed:no target configured"
             await self.leg.hangup()
             return False
+        failure = await self._hand_over(target)
+        if failure is not None:
+            self.ended_by = f"transfer_failed:{failure}"
+            await self.leg.hangup()
+        return failure is None
+
+    async def _hand_over(self, target: str) -> str | None:
+        """Bridge or REFER the caller to ``target``; None once done (a REFERred call is hung up, the caller's
+        side has the new call), else why not."""
         if self._transfer.mode == "bridge" and self._bridge is not None:
-            if await self._bridge(self.leg, target):
-                self.ended_by, self.bridged = f"bridge:{target}", True
-                return True
-            self.ended_by = "transfer_failed:bridge"
-        else:
-            result = await self.leg.blind_transfer(target, self._transfer.timeout_s)
-            if result.ok:
-                self.ended_by = f"refer:{target}"
-            else:
-                self.ended_by = f"transfer_failed:{result.status_code} {result.reason}"
-                log.warning("call %s: REFER to %s failed: %d %s", self.leg.sip_call_id, target,
-                            result.status_code, result.reason)
+            if not await self._bridge(self.leg, target):
+                return "bridge"
+            self.ended_by, self.bridged = f"bridge:{target}", True
+            return None
+        result = await self.leg.blind_transfer(target, self._transfer.timeout_s)
+        if not result.ok:
+            log.warning("call %s: REFER to %s failed: %d %s", self.leg.sip_call_id, target, result.status_code,
+                        result.reason)
+            return f"{result.status_code} {result.reason}"
+        self.ended_by = f"refer:{target}"
         await self.leg.hangup()
-        return self.ended_by.startswith("refer:")
+        return None
+
+    def _forget_while_away(self) -> None:
+        """Caller audio and keys that came while the agent's phone was tried were meant for nobody: dropped, so
+        the bot does not answer them late. A hangup (or the service closing) among them is kept."""
+        kept = []
+        while not self.leg.items.empty():
+            item = self.leg.items.get_nowait()
+            if isinstance(item, (TransportHangup, TransportClosing)):
+                kept.append(item)
+        for item in kept:
+            self.leg.items.put_nowait(item)
 
     async def hangup(self) -> None:
         self.ended_by = self.ended_by or "bot"

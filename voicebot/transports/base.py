@@ -20,6 +20,8 @@ class Transport(Protocol):
 
     async def transfer(self, transfer: Transfer, target_uri: str | None = None) -> bool:
         """Hand the caller over to a person: ``target_uri`` (an agent who took the call from the queue),
-        else the transport's own target. True when the caller now talks to that person."""
+        else the transport's own target. True when the caller now talks to that person. An agent who
+        cannot be reached leaves the caller with the bot (the session puts them back in line); a failed
+        hand-over to the transport's own target ends the call."""
 
     async def hangup(self) -> None: ...

@@ -4,7 +4,8 @@ The replay runs the bot itself (recognizer, synthesizer, dialogue) and keeps the
 service informed over HTTP, so testers and supervisors see a replayed call in
 the dashboard as they would a live one: its record as it goes (transcript,
 intents, the form; through the service's own StoreRecorder) and its place in
-the queue (joining, where it stands, an agent taking it, a callback, hanging up).
+the queue (joining, where it stands, an agent taking it or not being reached,
+a callback, hanging up).
 
 Supervisors only, by API token (``Authorization: Bearer ...``; ``voicebot users
 token``). The replay only ever touches the calls it reported itself: queue routes
@@ -40,7 +41,7 @@ log = logging.getLogger("voicebot.web.queue")
 REPLAY_RECORDER = web.AppKey("replay_recorder", StoreRecorder)
 REPLAY_QUEUE = web.AppKey("replay_queue", StoreQueue)
 REPORT_EVENTS = ("started", "progress", "ended")
-QUEUE_OUTCOMES = ("connected", "abandoned", "callback")
+QUEUE_OUTCOMES = ("connected", "abandoned", "callback", "back_in_line")
 #: how often a replay asks whether an agent took its call
 POLL_INTERVAL_S = 1.0
 #: a request to the service may take this long
@@ -131,6 +132,8 @@ async def leave_queue(request: web.Request) -> web.Response:
         await _queue_call(queue.connected(entry_id))
     elif outcome == "abandoned":
         await _queue_call(queue.leave(entry_id))
+    elif outcome == "back_in_line":
+        await _queue_call(queue.back_in_line(entry_id))
     elif outcome == "callback":
         number = (await _body(request)).get("number")
         if not isinstance(number, str) or not isinstance(validate_phone_number(number), Parsed):
@@ -331,6 +334,9 @@ class ServiceQueue:
     async def leave(self, entry_id: int) -> None:
         await self._queue("POST", f"{self._path(entry_id)}/abandoned")
         self._calls.pop(entry_id, None)
+
+    async def back_in_line(self, entry_id: int) -> None:
+        await self._queue("POST", f"{self._path(entry_id)}/back_in_line")
 
     async def callback(self, entry_id: int, number: str) -> None:
         await self._queue("POST", f"{self._path(entry_id)}/callback", {"number": number})
