@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 import wave
 from pathlib import Path
 
@@ -73,6 +74,20 @@ def test_a_turn_nobody_reads_partials_of_comes_out_as_it_does_when_decoded_while
     assert probed == streamed
     assert probed.alternatives
     assert not any(partials), "without partials the stream only probes while the caller speaks"
+
+
+def test_a_recognizer_is_built_ahead_for_the_next_call_while_this_one_runs(engine: PocketSphinxEngine) -> None:
+    first = engine.open_stream()
+    second = engine.open_stream()
+    try:
+        deadline = time.monotonic() + 60
+        while engine.ready_decoders < 1:
+            assert time.monotonic() < deadline, "no spare decoder was built in the background"
+            time.sleep(0.05)
+    finally:
+        first.close()
+        second.close()
+    assert engine.ready_decoders >= 3, "closed streams give their decoders back"
 
 
 def test_off_topic_speech_is_not_forced_into_a_request(engine: PocketSphinxEngine, tmp_path: Path) -> None:
