@@ -24,6 +24,7 @@ class PartialStream:
 
     def __init__(self) -> None:
         self.fed = 0
+        self.fed_total = 0
         self.finished = 0
 
     def set_grammar(self, grammar, *, partials=True):
@@ -31,6 +32,7 @@ class PartialStream:
 
     def accept(self, pcm: bytes) -> None:
         self.fed += len(pcm)
+        self.fed_total += len(pcm)
 
     def partial(self) -> str:
         return "zero zero one eight zero" if self.fed else ""
@@ -88,3 +90,17 @@ async def test_speech_in_progress_at_hangup_is_still_recognised(utterance):
     events, _, stream = await listen(utterance, Listen("menu"), hang_up_at_s=1.6)
     assert [type(e) for e in events] == [SpeechStarted, Utterance]
     assert stream.finished == 1
+
+
+async def test_the_recognizer_hears_pauses_inside_a_turn_but_only_the_start_of_the_silence_that_ends_it(utterance):
+    loud = np.flatnonzero(np.abs(utterance) > 500)
+    voiced = utterance[loud[0]: loud[-1]]
+    pause = np.zeros(int(0.3 * RATE), np.int16)
+    audio = np.concatenate([np.zeros(RATE, np.int16), voiced, pause, voiced, np.zeros(2 * RATE, np.int16)])
+    config = ListenerConfig()
+    events, _, stream = await listen(audio, Listen("menu"))
+    utt = next(e for e in events if isinstance(e, Utterance))
+    assert utt.end_s - utt.start_s > 2 * len(voiced) / RATE, "one utterance over the pause"
+    heard_s = stream.fed_total / 2 / RATE
+    expected_s = (config.endpointer.pre_roll_ms + config.trailing_silence_ms) / 1000 + utt.end_s - utt.start_s
+    assert heard_s == pytest.approx(expected_s, abs=0.045)

@@ -29,6 +29,9 @@ class ListenerConfig:
     asr_batch_ms: int = 100
     #: pause after a complete answer before the turn ends early
     complete_pause_ms: int = 100
+    #: silence after the last voiced frame that the recognizer still hears (None: all of it);
+    #: the rest of the end-of-turn silence would only cost decoding time
+    trailing_silence_ms: int | None = 200
 
 
 @dataclass(slots=True)
@@ -59,6 +62,10 @@ class Listener:
         #: (grammar, partials) the stream was last given; a new stream has open speech with partials
         self._grammar_set: tuple[str | None, bool] = (None, True)
         self._pending = bytearray()
+        #: unvoiced audio since the last voiced frame: it reaches the recognizer only if speech resumes
+        self._held = bytearray()
+        self._tail_bytes = (None if config.trailing_silence_ms is None
+                            else sample_rate_hz * config.trailing_silence_ms // 1000 * 2)
         self._speech_start_s = 0.0
         self._complete_at_s: float | None = None
         self.timing = TurnTiming()
@@ -79,7 +86,7 @@ class Listener:
             events.append(DtmfKey(tone.digit, tone.start_s))
         self._endpointer.suspend(self._dtmf.tone_active)
         for ep in self._endpointer.process(frame.pcm, frame.start_s):
-            events += await self._on_endpoint(ep)
+            events += await self._on_endpoint(ep, frame.end_s)
         if self._complete_at_s is not None and self._endpointer.in_speech:
             if frame.end_s - self._endpointer.last_voiced_end_s >= self._cfg.complete_pause_ms / 1000:
                 for ep in self._endpointer.force_end(frame.end_s):
@@ -93,11 +100,13 @@ class Listener:
             events += await self._on_endpoint(ep)
         return events
 
-    async def _on_endpoint(self, ep: SpeechStart | SpeechAudio | SpeechEnd) -> list[CallerEvent]:
+    async def _on_endpoint(self, ep: SpeechStart | SpeechAudio | SpeechEnd,
+                           frame_end_s: float | None = None) -> list[CallerEvent]:
         if isinstance(ep, SpeechStart):
             self._speech_start_s = ep.at_s
             self._complete_at_s = None
             self._pending = bytearray(ep.pcm)
+            self._held.clear()
             # partial results are read only to end a complete answer early
             wanted = (None if self._expect.grammar == "menu" else self._expect.grammar,
                       self._expect.complete is not None)
@@ -106,7 +115,14 @@ class Listener:
                 self._grammar_set = wanted
             return [SpeechStarted(ep.at_s)]
         if isinstance(ep, SpeechAudio):
-            self._pending += ep.pcm
+            voiced = (self._endpointer.in_speech and frame_end_s is not None
+                      and self._endpointer.last_voiced_end_s >= frame_end_s - 1e-6)
+            if voiced or self._tail_bytes is None:
+                self._pending += self._held
+                self._pending += ep.pcm
+                self._held.clear()
+            else:
+                self._held += ep.pcm
             if len(self._pending) >= self._batch_bytes:
                 await self._feed()
             return []
@@ -132,6 +148,8 @@ class Listener:
         return self._stream.partial()
 
     def _finish(self) -> Recognition:
+        self._pending += self._held[: self._tail_bytes]
+        self._held.clear()
         if self._pending:
             self._stream.accept(bytes(self._pending))
             self._pending = bytearray()
