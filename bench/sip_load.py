@@ -360,11 +360,14 @@ async def stored_records(svc: ServiceProcess, users: set[str], timeout_s: float 
 
 def profile_final_decode(callers: dict[tuple[int, str], CallerAudio]) -> list[float]:
     """Milliseconds of the recognizer's final decode per utterance, in-process on an idle engine
-    (what one turn costs at one call, before any queueing), on the G.722 callers' audio."""
+    (what one turn costs at one call, before any queueing), on the G.722 callers' audio, through
+    the service's own listener (so the recognizer is fed and asked exactly as in a call)."""
     from voicebot.asr.grammar import GrammarSet
     from voicebot.asr.select import open_engine
-    from voicebot.audio.vad import SpeechAudio, SpeechStart
+    from voicebot.calls.listener import Listener, ListenerConfig
     from voicebot.dialogue.scenario import load_scenario
+    from voicebot.dialogue.fields import is_complete
+    from voicebot.events import AudioFrame, Utterance
 
     settings = load_settings(env={}, overrides={("asr", "engine"): ENGINE})
     scenario = load_scenario(settings.scenario)
@@ -373,33 +376,28 @@ def profile_final_decode(callers: dict[tuple[int, str], CallerAudio]) -> list[fl
                          open_sentences=scenario.open_speech_sentences(),
                          max_alternatives=settings.asr.max_alternatives,
                          pocketsphinx_model=settings.asr.pocketsphinx_model, workers=0)
-    finals_ms: list[float] = []
-    frame = RATE_HZ // 50
-    batch = RATE_HZ // 10 * 2  # the listener's 100 ms batches
-    for (_, codec), caller in sorted(callers.items()):
-        if codec != "G722":
-            continue
-        samples = load_wav(caller.mic, sample_rate_hz=RATE_HZ).samples
-        endpointer = Endpointer(RATE_HZ, config=endpointer_config())
+
+    async def inline(fn, *args):
+        return fn(*args)
+
+    async def listen(samples: np.ndarray) -> list[float]:
         stream = engine.open_stream()
-        pending = bytearray()
-        for i in range(0, len(samples) - frame + 1, frame):
-            for event in endpointer.process(samples[i:i + frame].tobytes(), i / RATE_HZ):
-                if isinstance(event, SpeechStart):
-                    stream.set_grammar(None)
-                    pending = bytearray(event.pcm)
-                elif isinstance(event, SpeechAudio):
-                    pending += event.pcm
-                    if len(pending) >= batch:
-                        stream.accept(bytes(pending))
-                        pending = bytearray()
-                elif isinstance(event, SpeechEnd):
-                    t0 = time.perf_counter()
-                    if pending:
-                        stream.accept(bytes(pending))
-                    stream.finish()
-                    finals_ms.append((time.perf_counter() - t0) * 1000)
-        stream.close()
+        listener = Listener(stream, RATE_HZ, inline, is_complete, ListenerConfig(endpointer=endpointer_config()))
+        finals: list[float] = []
+        frame = RATE_HZ // 50
+        try:
+            for i in range(0, len(samples) - frame + 1, frame):
+                for event in await listener.on_frame(AudioFrame(samples[i:i + frame].tobytes(), RATE_HZ, i / RATE_HZ)):
+                    if isinstance(event, Utterance):
+                        finals.append(listener.timing.asr_wall_s * 1000)
+        finally:
+            stream.close()
+        return finals
+
+    finals_ms: list[float] = []
+    for (_, codec), caller in sorted(callers.items()):
+        if codec == "G722":
+            finals_ms += asyncio.run(listen(load_wav(caller.mic, sample_rate_hz=RATE_HZ).samples))
     return finals_ms
 
 
