@@ -60,6 +60,7 @@ async def open_runtime(settings: Settings, recorder: CallRecorder, *, workers: i
             grammars=grammars, open_sentences=scenario.open_speech_sentences(),
             max_alternatives=settings.asr.max_alternatives, pocketsphinx_model=settings.asr.pocketsphinx_model,
             workers=(os.cpu_count() or 1) if settings.asr.workers is None else settings.asr.workers,
+            ready_calls=settings.asr.ready_calls,
         ))
         synth = await run_blocking(lambda: EspeakSynthesizer(
             settings.sample_rate_hz, voice=settings.tts.voice, rate_wpm=settings.tts.rate_wpm))

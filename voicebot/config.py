@@ -35,6 +35,9 @@ class AsrSettings:
     #: recognizer processes for PocketSphinx (it holds the GIL while decoding);
     #: None: one per CPU, 0: decode in this process (benchmarks, debugging)
     workers: int | None = None
+    #: recognizers kept built, per recognizer process, for this many calls at once (a SIP call
+    #: worker sets its share of sip.max_calls); ~65 MB each for PocketSphinx
+    ready_calls: int = 1
 
 
 @dataclass(frozen=True, slots=True)

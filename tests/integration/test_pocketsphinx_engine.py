@@ -80,14 +80,30 @@ def test_a_recognizer_is_built_ahead_for_the_next_call_while_this_one_runs(engin
     first = engine.open_stream()
     second = engine.open_stream()
     try:
-        deadline = time.monotonic() + 60
-        while engine.ready_decoders < 1:
-            assert time.monotonic() < deadline, "no spare decoder was built in the background"
-            time.sleep(0.05)
+        wait_for_ready(engine, 1)
     finally:
         first.close()
         second.close()
     assert engine.ready_decoders >= 3, "closed streams give their decoders back"
+
+
+def test_an_engine_for_several_calls_builds_their_recognizers_in_the_background(tmp_path: Path) -> None:
+    adapted = find_pocketsphinx_model(None, load_settings(env={}).asr.models_dir)
+    engine = PocketSphinxEngine(GrammarSet.load(ROOT / "grammars"), _sentences(), cache_dir=tmp_path,
+                                acoustic_model=adapted, ready_calls=3)
+    wait_for_ready(engine, 3)
+    streams = [engine.open_stream() for _ in range(3)]
+    wait_for_ready(engine, 1)  # a spare for a fourth call
+    for stream in streams:
+        stream.close()
+    assert engine.ready_decoders == 4
+
+
+def wait_for_ready(engine: PocketSphinxEngine, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while engine.ready_decoders < count:
+        assert time.monotonic() < deadline, f"only {engine.ready_decoders} of {count} decoders were built"
+        time.sleep(0.05)
 
 
 def test_off_topic_speech_is_not_forced_into_a_request(engine: PocketSphinxEngine, tmp_path: Path) -> None:

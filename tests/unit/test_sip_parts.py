@@ -57,11 +57,13 @@ def test_capacity_is_limited_by_pjsip_call_slots_and_bridged_legs():
     (10, 2, [4, 4]),  # fewer workers than max_calls needs: their call slots are the limit
     (2, 3, [1, 1, 1]),  # more workers than calls: one each
 ])
-def test_the_workers_shares_of_calls_add_up_to_max_calls(max_calls, workers, shares):
+def test_the_workers_shares_of_calls_add_up_to_max_calls_and_their_recognizers_are_ready_for_them(
+        max_calls, workers, shares):
     settings = replace(Settings(), sip=SipSettings(max_calls=max_calls, workers=workers, call_slots=4))
     count = settings.sip.worker_count
-    got = [worker_settings(settings, i, count, 0, "127.0.0.1:5060").sip.capacity for i in range(count)]
-    assert got == shares
+    each = [worker_settings(settings, i, count, 0, "127.0.0.1:5060") for i in range(count)]
+    assert [w.sip.capacity for w in each] == shares
+    assert [w.asr.ready_calls for w in each] == shares
 
 @pytest.mark.parametrize("remote, caller_id, uri", [
     ('"Ann Smith" <sip:+358401234567@pbx.example.org;user=phone>', "+358401234567",

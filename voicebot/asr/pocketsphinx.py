@@ -138,7 +138,10 @@ class PocketSphinxEngine:
         acoustic_model: Path | None = None,
         sample_rate_hz: int = 16000,
         max_alternatives: int | None = None,
+        ready_calls: int = 1,
     ) -> None:
+        """``ready_calls``: decoders are built (in the background after the first) for this many
+        calls at once, so a burst of calls on a fresh service does not wait for them."""
         if sample_rate_hz != 16000:
             raise RecognizerError(f"the pocketsphinx en-us model needs 16000 Hz audio, not {sample_rate_hz}")
         if max_alternatives is not None:
@@ -185,9 +188,12 @@ class PocketSphinxEngine:
         self._lock = threading.Lock()
         self._idle: list[pocketsphinx.Decoder] = []
         self._refilling = False
+        self._ready_calls = ready_calls
+        self._built = 0
         # Build one decoder now so configuration errors surface at start-up.
         self._idle.append(self._new_decoder())
         self._initial_cmn = _cmn_of(self._idle[0])
+        self._start_refill()
 
     def _check_grammar_words(self, full_dict: dict[str, list[str]]) -> None:
         for name, grammar in self.grammars.items():
@@ -224,18 +230,28 @@ class PocketSphinxEngine:
             decoder.activate_search(OPEN_SEARCH)
         except (RuntimeError, ValueError, KeyError) as exc:
             raise RecognizerError(f"pocketsphinx could not be set up: {exc}") from None
+        with self._lock:
+            self._built += 1
         return decoder
 
     def open_stream(self) -> PocketSphinxStream:
         with self._lock:
             decoder = self._idle.pop() if self._idle else None
-            refill = len(self._idle) < self.options.spare_decoders and not self._refilling
-            self._refilling = self._refilling or refill
         if decoder is None:
             decoder = self._new_decoder()
-        if refill:
-            threading.Thread(target=self._refill, name="pocketsphinx-spare", daemon=True).start()
+        self._start_refill()
         return PocketSphinxStream(self, decoder)
+
+    def _wants_decoder(self) -> bool:
+        """Under the lock: fewer spares than wanted, or fewer decoders than calls to be ready for."""
+        return len(self._idle) < self.options.spare_decoders or self._built < self._ready_calls
+
+    def _start_refill(self) -> None:
+        with self._lock:
+            if self._refilling or not self._wants_decoder():
+                return
+            self._refilling = True
+        threading.Thread(target=self._refill, name="pocketsphinx-spare", daemon=True).start()
 
     def _refill(self) -> None:
         while True:
@@ -247,7 +263,7 @@ class PocketSphinxEngine:
             with self._lock:
                 if decoder is not None:
                     self._idle.append(decoder)
-                if decoder is None or len(self._idle) >= self.options.spare_decoders:
+                if decoder is None or not self._wants_decoder():
                     self._refilling = False
                     return
 

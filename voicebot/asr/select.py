@@ -39,9 +39,10 @@ def find_pocketsphinx_model(configured: Path | None, models_dir: Path) -> Path |
 def open_engine(kind: str, *, vosk_model: Path | None, models_dir: Path, grammars: GrammarSet,
                 open_sentences: Sequence[str], sample_rate_hz: int = 16000,
                 max_alternatives: int = 5, pocketsphinx_model: Path | None = None,
-                workers: int = 0) -> RecognizerEngine:
+                workers: int = 0, ready_calls: int = 1) -> RecognizerEngine:
     """The recognizer to use. ``workers`` > 0 runs PocketSphinx in that many processes
-    (its binding holds the GIL while decoding); Vosk releases the GIL and runs in-process."""
+    (its binding holds the GIL while decoding); Vosk releases the GIL and runs in-process.
+    ``ready_calls``: per process, recognizers are kept built for this many calls at once."""
     if kind not in ("auto", "vosk", "pocketsphinx"):
         raise RecognizerError(f"unknown recognizer {kind!r}: use auto, vosk or pocketsphinx")
     model = find_vosk_model(vosk_model, models_dir) if kind in ("auto", "vosk") else None
@@ -61,7 +62,8 @@ def open_engine(kind: str, *, vosk_model: Path | None, models_dir: Path, grammar
             log.warning("PocketSphinx runs its stock model; `voicebot models adapt` (make does it) is far more "
                         "accurate on synthetic test calls")
         factory = functools.partial(PocketSphinxEngine, grammars, list(open_sentences), sample_rate_hz=sample_rate_hz,
-                                    max_alternatives=max_alternatives, acoustic_model=acoustic)
+                                    max_alternatives=max_alternatives, acoustic_model=acoustic,
+                                    ready_calls=ready_calls)
         if workers > 0:
             from voicebot.asr.process import ProcessEngine
 

@@ -69,8 +69,10 @@ def worker_settings(settings: Settings, index: int, count: int, port: int, front
         # one registration for the whole service, made by the first worker in the front's name
         register=_front_registration(sip) if index == 0 else SipRegistration(),
     )
-    # One recognizer process per worker: the workers already spread calls over the CPUs.
-    asr: AsrSettings = replace(settings.asr, workers=1 if settings.asr.workers is None else settings.asr.workers)
+    # One recognizer process per worker: the workers already spread calls over the CPUs. Its
+    # recognizers are built for all the worker's calls, so a burst of callers is greeted at once.
+    asr: AsrSettings = replace(settings.asr, workers=1 if settings.asr.workers is None else settings.asr.workers,
+                               ready_calls=worker_sip.max_calls)
     return replace(settings, sip=worker_sip, asr=asr)
 
 
