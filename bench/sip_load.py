@@ -7,8 +7,8 @@ one of a few voices, rates and lead-ins, so that callers do not all stop speakin
 tick; a third of them talk PCMU, the rest G.722; half of them dial over TCP. The callers speak on a
 fixed schedule (an open-loop load: a slow bot does not slow them down), with room after each reply
 for it to start about 5 s late. First a warm-up round of as many short calls as the largest count
-(see warm_up: a fresh service builds recognizer decoders as calls arrive), whose greeting delays are
-printed, then the steps.
+(see warm_up: a burst of callers on a fresh service), whose greeting delays are printed, then the
+steps.
 
 Latency is measured as the caller hears it. baresip plays the caller's WAV and records what it
 receives, both from the start of the call's audio: the project's endpointer gives the end of each
@@ -325,10 +325,10 @@ async def warm_up(svc: ServiceProcess, count: int, workdir: Path) -> list[float]
     """``count`` calls at once that hear the greeting and hang up; for each, the seconds from the
     answer to the greeting's start (its record's first bot turn; the call's length if it had none).
 
-    A worker's recognizer process starts with one decoder and builds another (seconds of CPU, while
-    that process decodes nothing else) when a call comes beyond the most it has held at once, before
-    that call's greeting. After this, the steps measure a service that has held as many calls at
-    once before, as a service in use has."""
+    A worker's recognizer process builds decoders for all the worker's calls in the background when
+    it starts (~0.4 s of CPU each); before that, each call beyond the first built its own before its
+    greeting (20 callers at once: p50 6.4 s, max 12.8 s). After this round the steps measure a
+    service that has held as many calls at once before, as a service in use has."""
     silence = workdir / "silence.wav"
     write_wav(silence, np.zeros(int(WARM_UP_S * RATE_HZ), np.int16), RATE_HZ)
     phones = [BaresipAgent(workdir / f"warm{i:02d}", user=f"warm{i:02d}", mic=silence) for i in range(count)]
@@ -467,7 +467,7 @@ async def main() -> None:
                 greeted_s = await warm_up(svc, max(counts), workdir / "warm-up")
                 print(f"warm-up: {max(counts)} calls at once on the fresh service; the greeting began"
                       f" p50 {percentile(greeted_s, 0.5):.1f} s, max {max(greeted_s):.1f} s after the answer"
-                      " (the recognizers building a decoder for each call beyond the one they start with)\n")
+                      "\n")
             print(HEADER.format(cores=os.cpu_count()))
             for count in counts:
                 result = await run_step(svc, count, callers, workdir / f"step{count:02d}")
