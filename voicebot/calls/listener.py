@@ -31,7 +31,7 @@ class ListenerConfig:
     complete_pause_ms: int = 100
     #: silence after the last voiced frame that the recognizer still hears (None: all of it);
     #: the rest of the end-of-turn silence would only cost decoding time
-    trailing_silence_ms: int | None = 200
+    trailing_silence_ms: int | None = 300
 
 
 @dataclass(slots=True)
