@@ -161,7 +161,7 @@ class CallSession:
             await self._drain_speaker_events()
             if self._finishing is not None:
                 hung_up = isinstance(item, TransportHangup)
-                if (hung_up or not self._speaker.busy) and (await self._finish(hung_up=hung_up) or hung_up):
+                if (hung_up or not self._speaker.busy) and await self._finish(hung_up=hung_up):
                     return
                 continue
             await self._fire_timers(self._clock.now_s())

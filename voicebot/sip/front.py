@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from voicebot.sip.settings import SIP_PORT, SIP_TLS_PORT, SipError, SipSettings, default_sip_port, split_host_port
+from voicebot.sip.settings import (
+    SIP_PORT, SIP_TLS_PORT, SIP_URI, SipError, SipSettings, default_sip_port, split_host_port,
+)
 
 log = logging.getLogger("voicebot.sip.front")
 
@@ -59,7 +61,6 @@ _PARSER_FILES = "core/parser/"
 _OURS = re.compile(r"voicebot-front: (.*)$")
 _BLOCK = re.compile(r"blocked (\w+) from (\S+): (.*)$")
 _MORE = re.compile(r"^(\d+) more in the \d+ s after that")
-_URI = re.compile(r"^(sips?):(?:([^@;?]+)@)?(\[[0-9A-Fa-f:.]+\]|[^:;?]+)(?::(\d+))?([;?].*)?$", re.IGNORECASE)
 
 
 class _CfgTemplate(string.Template):
@@ -123,12 +124,12 @@ class UriParts:
 
     @classmethod
     def parse(cls, uri: str, what: str = "transfer target_uri") -> UriParts:
-        m = _URI.match(uri.strip().strip("<>"))
-        if not m or not re.fullmatch(r"[A-Za-z0-9._~+%!*'()&=$,;?/-]*", m.group(2) or ""):
+        m = SIP_URI.fullmatch(uri.strip().strip("<>"))
+        if not m or not re.fullmatch(r"[A-Za-z0-9._~+%!*'()&=$,;?/-]*", m["user"] or ""):
             raise SipError(f"sip {what} {uri!r} is not a SIP URI the front can match")
-        scheme, user, host, port, params = m.groups()
-        scheme = scheme.lower()
-        return cls(scheme, user, host.lower(), int(port) if port else default_sip_port(scheme, params or ""))
+        scheme = m["scheme"].lower()
+        port = int(m["port"]) if m["port"] else default_sip_port(scheme, m["params"] or "")
+        return cls(scheme, m["user"], m["host"].lower(), port)
 
 
 def render_front_config(settings: SipSettings, workers: Sequence[WorkerAddress], *, dispatcher_list: Path,

@@ -22,7 +22,8 @@ _HOST = re.compile(r"[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]")
 _USER_AGENT_PART = re.compile(r"[A-Za-z0-9 ._/-]+")
 _QUOTABLE = re.compile(r'[^"\\\x00-\x1f]*')
 #: sip[s]:[user@]host[:port][;params][?headers]
-_SIP_URI = re.compile(r"(sips?):(?:[^@;?]+@)?(\[[0-9A-Fa-f:.]+\]|[^:;?]+)(?::(\d+))?([;?].*)?", re.IGNORECASE)
+SIP_URI = re.compile(r"(?P<scheme>sips?):(?:(?P<user>[^@;?]+)@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[^:;?]+)"
+                     r"(?::(?P<port>\d+))?(?P<params>[;?].*)?", re.IGNORECASE)
 _TRANSPORT_PARAM = re.compile(r";transport=([^;?]*)", re.IGNORECASE)
 #: the ports a SIP URI without one means (RFC 3261 §19.1.2): TLS (sips:, or ;transport=tls), else UDP/TCP
 SIP_PORT = 5060
@@ -100,11 +101,11 @@ def split_host_port(domain: str) -> tuple[str, int | None]:
 
 def sip_uri_parts(uri: str) -> tuple[str, str, int] | None:
     """(scheme, lower-case host, port) of a sip:/sips: URI, the port defaulting as SIP does; None if it is none."""
-    m = _SIP_URI.fullmatch(uri.strip().strip("<>"))
+    m = SIP_URI.fullmatch(uri.strip().strip("<>"))
     if m is None:
         return None
-    scheme, host, port = m.group(1).lower(), m.group(2).lower(), m.group(3)
-    return scheme, host, int(port) if port else default_sip_port(scheme, m.group(4) or "")
+    scheme, host, port = m["scheme"].lower(), m["host"].lower(), m["port"]
+    return scheme, host, int(port) if port else default_sip_port(scheme, m["params"] or "")
 
 
 def default_sip_port(scheme: str, params: str = "") -> int:
