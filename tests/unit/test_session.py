@@ -10,6 +10,7 @@ import asyncio
 import math
 import shutil
 import subprocess
+from collections.abc import Callable
 from datetime import date
 
 import numpy as np
@@ -32,9 +33,10 @@ pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs
 
 
 class ScriptedStream:
-    def __init__(self, script: list[str], log: list[str]) -> None:
+    def __init__(self, script: list[str], log: list[str], on_finish: Callable[[str], None] | None = None) -> None:
         self._script = script
         self._log = log
+        self._on_finish = on_finish
 
     def set_grammar(self, grammar: str | None, *, partials: bool = True) -> None:
         self._log.append(f"grammar:{grammar}" + ("" if partials else " without partials"))
@@ -47,6 +49,8 @@ class ScriptedStream:
 
     def finish(self) -> Recognition:
         text = self._script.pop(0) if self._script else ""
+        if self._on_finish is not None:
+            self._on_finish(text)
         return Recognition((Alternative(text, 0.9),) if text else ())
 
     def close(self) -> None:
@@ -58,12 +62,13 @@ class ScriptedEngine:
     model_name = "script"
     sample_rate_hz = RATE
 
-    def __init__(self, script: list[str]) -> None:
+    def __init__(self, script: list[str], on_finish: Callable[[str], None] | None = None) -> None:
         self.script = list(script)
         self.log: list[str] = []
+        self.on_finish = on_finish
 
     def open_stream(self) -> ScriptedStream:
-        return ScriptedStream(self.script, self.log)
+        return ScriptedStream(self.script, self.log, self.on_finish)
 
 
 class SilentPrompts:
@@ -102,8 +107,16 @@ def policy() -> Policy:
     return Policy(load_scenario(PROJECT_ROOT / "scenarios" / "benefits.toml"), today=date(2026, 11, 28))
 
 
-async def run_call(policy: Policy, audio: np.ndarray, script: list[str]):
-    engine = ScriptedEngine(script)
+async def run_call(policy: Policy, audio: np.ndarray, script: list[str],
+                   on_finish: Callable[[CallSession, str], None] | None = None):
+    """``on_finish(session, text)`` runs on the recognizer's thread as each utterance is decoded."""
+    session: CallSession | None = None
+
+    def finished(text: str) -> None:
+        if on_finish is not None and session is not None:
+            on_finish(session, text)
+
+    engine = ScriptedEngine(script, finished)
     loop = asyncio.get_running_loop()
     services = SessionServices(
         engine=engine, prompts=SilentPrompts(), policy=policy,
@@ -112,7 +125,8 @@ async def run_call(policy: Policy, audio: np.ndarray, script: list[str]):
     )
     clock = VirtualClock()
     transport = ReplayTransport(audio, RATE, clock)
-    report = await CallSession(services, transport, clock, name="test").run()
+    session = CallSession(services, transport, clock, name="test")
+    report = await session.run()
     return report, transport, engine
 
 
@@ -146,15 +160,23 @@ async def test_three_silences_end_the_call_politely(policy):
     assert sum(t.startswith("Sorry, I did not hear") for t in bot) == 2
 
 
-async def test_speech_during_the_read_back_is_answered_after_it(policy, speech):
-    script = ["housing allowance please", "two nine zero two eight eight dash one three six d",
-              "zero zero one eight zero", "seven hundred and ten", "three", "yes", "goodbye"]
+#: a whole intake up to the read-back, then "yes" and "goodbye"
+INTAKE_SCRIPT = ["housing allowance please", "two nine zero two eight eight dash one three six d",
+                 "zero zero one eight zero", "seven hundred and ten", "three", "yes", "goodbye"]
+
+
+def intake_audio(speech: np.ndarray, *after_household_size: np.ndarray) -> np.ndarray:
+    """The caller's side of INTAKE_SCRIPT: four answers, then "three" and what follows it."""
     audio = [silence(9)]
     for _ in range(4):
         audio += [speech, silence(12)]
+    return call_audio(*audio, speech, *after_household_size)
+
+
+async def test_speech_during_the_read_back_is_answered_after_it(policy, speech):
     # "three", then "yes" 4 s into the read-back, then "goodbye" long after
-    audio += [speech, silence(4), speech, silence(30), speech, silence(8)]
-    report, _, _ = await run_call(policy, call_audio(*audio), script)
+    audio = intake_audio(speech, silence(4), speech, silence(30), speech, silence(8))
+    report, _, _ = await run_call(policy, audio, INTAKE_SCRIPT)
     readback = next(t for t in report.turns if t.speaker == "bot" and t.text.startswith("Let me read"))
     yes_turn = next(t for t in report.turns if t.speaker == "caller" and t.text == "yes")
     assert not readback.interrupted
@@ -162,6 +184,22 @@ async def test_speech_during_the_read_back_is_answered_after_it(policy, speech):
     assert report.intake.status == "submitted"
     assert report.intake.fields == {"personal_id": "290288-136D", "postal_code": "00180",
                                     "monthly_rent": 710, "household_size": 3}
+
+
+async def test_words_said_during_the_read_back_are_answered_before_words_said_after_it(policy, speech):
+    """On a live line the read-back can end (PJSIP's clock plays it out) while the recognizer decodes the
+    next utterance: the "yes" heard during it still comes first, and submits the form."""
+    audio = intake_audio(speech, silence(4), speech, silence(1.5), speech, silence(8))
+
+    def read_back_ends_while_goodbye_is_decoded(session: CallSession, text: str) -> None:
+        if text == "goodbye":
+            assert session.speaker.holding_floor
+            session.speaker.pull(60 * RATE, 0.0)
+
+    report, _, _ = await run_call(policy, audio, INTAKE_SCRIPT, read_back_ends_while_goodbye_is_decoded)
+    caller = [t.text for t in report.turns if t.speaker == "caller"]
+    assert caller[-2:] == ["yes", "goodbye"]
+    assert report.intake.status == "submitted"
 
 
 async def test_words_still_being_spoken_at_hangup_are_not_lost(policy, speech):

@@ -205,10 +205,11 @@ class CallSession:
             self._speaker.barge_in(ev.at_s)
             await self._drain_speaker_events()
         elif isinstance(ev, Utterance):
-            if self._speaker.holding_floor:
-                self._deferred.append(ev)
-            else:
-                await self._caller_turn(ev)
+            # Heard first, answered first: the end of a protected prompt (PlayoutIdle) may not be drained
+            # yet when the floor is already free, and the words said during it come before these.
+            self._deferred.append(ev)
+            if not self._speaker.holding_floor:
+                await self._answer_deferred()
         elif isinstance(ev, DtmfKey):
             self._no_input_at = None
             self._speaker.barge_in(ev.at_s)
