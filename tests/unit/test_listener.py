@@ -46,6 +46,28 @@ class PartialStream:
         pass
 
 
+class TooSoonStream(PartialStream):
+    """The partial looks like a whole postal code, but the first decode of a turn has one digit less."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fed_at_finish: list[int] = []
+
+    def finish(self) -> Recognition:
+        self.fed_at_finish.append(self.fed)
+        text = "zero zero one eight" if self.finished == 0 else "zero zero one eight zero"
+        super().finish()
+        return Recognition((Alternative(text, 0.8),))
+
+
+def espeak(tmp_path_factory, text: str) -> np.ndarray:
+    path = tmp_path_factory.mktemp("u") / "u.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(path), text], check=True)
+    audio = load_wav(path, sample_rate_hz=RATE).samples
+    loud = np.flatnonzero(np.abs(audio) > 500)
+    return audio[loud[0]: loud[-1]]
+
+
 @pytest.fixture(scope="module")
 def utterance(tmp_path_factory) -> np.ndarray:
     path = tmp_path_factory.mktemp("u") / "u.wav"
@@ -54,9 +76,10 @@ def utterance(tmp_path_factory) -> np.ndarray:
     return np.concatenate([np.zeros(RATE, np.int16), audio, np.zeros(2 * RATE, np.int16)])
 
 
-async def listen(audio: np.ndarray, expect: Listen, *, hang_up_at_s: float | None = None):
+async def listen(audio: np.ndarray, expect: Listen, *, hang_up_at_s: float | None = None,
+                 stream: PartialStream | None = None):
     loop = asyncio.get_running_loop()
-    stream = PartialStream()
+    stream = stream or PartialStream()
     listener = Listener(stream, RATE, lambda fn, *a: loop.run_in_executor(None, fn, *a), is_complete,
                         ListenerConfig())
     listener.expect(expect)
@@ -104,3 +127,31 @@ async def test_the_recognizer_hears_pauses_inside_a_turn_but_only_the_start_of_t
     heard_s = stream.fed_total / 2 / RATE
     expected_s = (config.endpointer.pre_roll_ms + config.trailing_silence_ms) / 1000 + utt.end_s - utt.start_s
     assert heard_s == pytest.approx(expected_s, abs=0.045)
+
+
+@pytest.mark.parametrize("pause_s", [0.2, 0.4])
+async def test_a_caller_who_goes_on_after_an_answer_that_only_looked_complete_is_heard_as_one_turn(
+        tmp_path_factory, pause_s):
+    first, last = espeak(tmp_path_factory, "zero zero one eight"), espeak(tmp_path_factory, "zero")
+    audio = np.concatenate([np.zeros(RATE, np.int16), first, np.zeros(int(pause_s * RATE), np.int16), last,
+                            np.zeros(2 * RATE, np.int16)])
+    stream = TooSoonStream()
+    events, _, _ = await listen(audio, Listen("postal_code", complete="postal_code"), stream=stream)
+    [utt] = [e for e in events if isinstance(e, Utterance)]
+    assert utt.text == "zero zero one eight zero"
+    assert utt.start_s == pytest.approx(1.0, abs=0.05)
+    assert utt.end_s > 1.0 + (len(first) + len(last)) / RATE + pause_s - 0.05
+    # the second decode heard the whole turn, pause included, once
+    whole = (len(first) + len(last)) * 2 + int(pause_s * RATE) * 2
+    assert whole <= stream.fed_at_finish[1] <= whole + RATE * 2 * 0.7
+
+
+async def test_an_answer_that_only_looked_complete_is_the_callers_turn_when_they_say_no_more(tmp_path_factory):
+    first = espeak(tmp_path_factory, "zero zero one eight")
+    audio = np.concatenate([np.zeros(RATE, np.int16), first, np.zeros(2 * RATE, np.int16)])
+    events, decided_at, stream = await listen(audio, Listen("postal_code", complete="postal_code"),
+                                              stream=TooSoonStream())
+    [utt] = [e for e in events if isinstance(e, Utterance)]
+    assert utt.text == "zero zero one eight"
+    assert stream.finished == 1
+    assert decided_at - utt.end_s == pytest.approx(0.5, abs=0.05)

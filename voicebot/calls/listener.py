@@ -35,6 +35,20 @@ class ListenerConfig:
 
 
 @dataclass(slots=True)
+class _EarlyEnd:
+    """A turn ended early on a complete partial whose final recognition is not complete after all.
+
+    It is held for as long as the caller's pause could still be inside the answer (the end-of-turn
+    silence); if they go on, the new words join it, else it is the caller's turn as it was heard.
+    """
+
+    utterance: Utterance
+    #: every frame since the turn's audio began, so a continuation is decoded as one utterance
+    audio: bytearray
+    expires_s: float
+
+
+@dataclass(slots=True)
 class TurnTiming:
     """Wall-clock work done for the last utterance, for latency accounting."""
 
@@ -68,6 +82,9 @@ class Listener:
                             else sample_rate_hz * config.trailing_silence_ms // 1000 * 2)
         self._speech_start_s = 0.0
         self._complete_at_s: float | None = None
+        #: what the recognizer heard of the utterance in progress
+        self._heard = bytearray()
+        self._early: _EarlyEnd | None = None
         self.timing = TurnTiming()
         #: seconds spent inside the recognizer, for the benchmark
         self.asr_busy_s = 0.0
@@ -82,7 +99,10 @@ class Listener:
 
     async def on_frame(self, frame: AudioFrame) -> list[CallerEvent]:
         events: list[CallerEvent] = []
+        if self._early is not None:
+            self._early.audio += frame.pcm
         for tone in self._dtmf.process(frame.pcm, frame.start_s):
+            events += self._release_early()
             events.append(DtmfKey(tone.digit, tone.start_s))
         self._endpointer.suspend(self._dtmf.tone_active)
         for ep in self._endpointer.process(frame.pcm, frame.start_s):
@@ -91,6 +111,8 @@ class Listener:
             if frame.end_s - self._endpointer.last_voiced_end_s >= self._cfg.complete_pause_ms / 1000:
                 for ep in self._endpointer.force_end(frame.end_s):
                     events += await self._on_endpoint(ep)
+        if self._early is not None and not self._endpointer.in_speech and frame.end_s >= self._early.expires_s:
+            events += self._release_early()
         return events
 
     async def flush(self, at_s: float) -> list[CallerEvent]:
@@ -98,7 +120,14 @@ class Listener:
         events: list[CallerEvent] = []
         for ep in self._endpointer.flush(at_s):
             events += await self._on_endpoint(ep)
-        return events
+        return events + self._release_early()
+
+    def _release_early(self) -> list[CallerEvent]:
+        early, self._early = self._early, None
+        if early is None:
+            return []
+        self.timing = TurnTiming(endpoint_wall_s=time.perf_counter())
+        return [early.utterance]
 
     async def _on_endpoint(self, ep: SpeechStart | SpeechAudio | SpeechEnd,
                            frame_end_s: float | None = None) -> list[CallerEvent]:
@@ -107,6 +136,12 @@ class Listener:
             self._complete_at_s = None
             self._pending = bytearray(ep.pcm)
             self._held.clear()
+            self._heard.clear()
+            early, self._early = self._early, None
+            if early is not None:
+                # the caller went on after an answer that only looked complete: one utterance after all
+                self._speech_start_s = early.utterance.start_s
+                self._pending = early.audio
             # partial results are read only to end a complete answer early
             wanted = (None if self._expect.grammar == "menu" else self._expect.grammar,
                       self._expect.complete is not None)
@@ -130,11 +165,19 @@ class Listener:
         t0 = self.asr_busy_s
         recognition: Recognition = await self._timed(self._finish)
         self.timing.asr_wall_s = self.asr_busy_s - t0
-        self._complete_at_s = None
-        return [Utterance(recognition.alternatives, self._speech_start_s, ep.at_s)]
+        utterance = Utterance(recognition.alternatives, self._speech_start_s, ep.at_s)
+        ended_early, self._complete_at_s = self._complete_at_s is not None, None
+        kind = self._expect.complete
+        if ended_early and kind is not None and not any(self._complete(kind, a.text) for a in recognition.alternatives):
+            silence_s = self._cfg.endpointer.end_silence_ms / 1000
+            self._early = _EarlyEnd(utterance, self._heard, ep.at_s + silence_s)
+            self._heard = bytearray()
+            return []
+        return [utterance]
 
     async def _feed(self) -> None:
         pcm, self._pending = bytes(self._pending), bytearray()
+        self._heard += pcm
         kind = self._expect.complete
         if kind is None:
             await self._timed(self._stream.accept, pcm)
@@ -151,6 +194,7 @@ class Listener:
         self._pending += self._held[: self._tail_bytes]
         self._held.clear()
         if self._pending:
+            self._heard += self._pending
             self._stream.accept(bytes(self._pending))
             self._pending = bytearray()
         return self._stream.finish()
