@@ -142,10 +142,6 @@ def band_level_db(samples: np.ndarray, rate_hz: int, hz: float) -> float:
 # --------------------------------------------------------------------------- the sample calls
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "issue 3, open: s09's caller says 'yes' during the protected read-back; replay hears it and "
-    "submits, over SIP (3 of 3 runs on 2026-11-29) no caller turn is recorded for it and the form "
-    "stays incomplete; earlier runs also differed on identity codes' check characters (b/d/v)"))
 async def test_sample_calls_over_sip_end_as_their_replay_does(sample_calls, tmp_path, caplog):
     """Four callers at once (G.722 over UDP and TCP, PCMU for the phone-line call): the stored
     records have the outcome, intents and intake of `voicebot replay` on the same WAVs."""

@@ -164,6 +164,16 @@ class SipEndpoint:
         """Drop the last reference to pjsua2 objects on the next turn of the loop."""
         self._released.extend(objs)
 
+    def _drop_released(self) -> None:
+        """Media ports are destroyed explicitly, while their Python side is whole: their C++ destructor takes
+        them out of the conference bridge, and until it has, PJSIP's clock thread calls them. Left to the
+        garbage collector, it called one whose attributes were already torn down (seen as an AttributeError
+        in onFrameReceived; a crash when the timing is worse)."""
+        released, self._released = self._released, []
+        for obj in released:
+            if isinstance(obj, pj.AudioMediaPort) and obj.thisown:
+                pj.AudioMediaPort.__swig_destroy__(obj)
+
     def track(self, obj: Any) -> Any:
         """Remember a pjsua2 object (Call, Account, port) so that shutdown can check it is gone."""
         self._tracked.add(obj)
@@ -191,7 +201,7 @@ class SipEndpoint:
         next_housekeeping = time.monotonic() + HOUSEKEEPING_S
         while not self._stopping.is_set():
             self._run_commands()
-            self._released.clear()
+            self._drop_released()
             if time.monotonic() >= next_housekeeping:
                 next_housekeeping = time.monotonic() + HOUSEKEEPING_S
                 self._run_hooks()
@@ -307,7 +317,7 @@ class SipEndpoint:
             pass
         finally:
             self._hooks.clear()
-            self._released.clear()
+            self._drop_released()
             # Commands still queued are answered, not left hanging.
             while True:
                 try:
