@@ -183,3 +183,11 @@ def test_rejects_odd_byte_counts_and_bad_rates() -> None:
         DtmfDetector().process(b"\x00\x00\x00", 0.0)
     with pytest.raises(ValueError):
         DtmfDetector(11025)
+
+
+@pytest.mark.parametrize("rate_hz", RATES_HZ)
+@pytest.mark.parametrize(("tone_dbfs", "found"), [(-36.0, True), (-40.0, False)])
+def test_keys_count_down_to_the_minimum_tone_level(rate_hz: int, tone_dbfs: float, found: bool) -> None:
+    # each tone's RMS is the pair's peak level less 9 dB (half the amplitude each, sine RMS)
+    signal = np.concatenate([gap(0.1, rate_hz), key_tone("8", rate_hz, 0.1, level_db=tone_dbfs + 9), gap(0.1, rate_hz)])
+    assert [t.digit for t in detect(signal, rate_hz)] == (["8"] if found else [])

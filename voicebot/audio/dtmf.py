@@ -92,13 +92,18 @@ class DtmfDetector:
         if halves_count < 2:
             return []
         halves = samples[: halves_count * self._half].reshape(halves_count, self._half)
-        projections = halves @ self._basis
         energies = np.einsum("ij,ij->i", halves, halves)
+        total_powers = ((energies[:-1] + energies[1:]) / self._window).tolist()
+        if max(total_powers) < self._min_tone_power:
+            # too quiet for two tones each at the minimum level (most of a call: the caller listening)
+            for _ in total_powers:
+                self._step(None, first_start_s)
+            return []
+        projections = halves @ self._basis
         # window i = half i followed by half i + 1: cos and sin sums of the 8 frequencies
         windows = projections[:-1, :16] + projections[1:, 16:]
         squares = windows * windows
         tone_powers = ((squares[:, :8] + squares[:, 8:]) * self._power_scale).tolist()
-        total_powers = ((energies[:-1] + energies[1:]) / self._window).tolist()
         tones: list[DtmfTone] = []
         for index, (powers, total) in enumerate(zip(tone_powers, total_powers, strict=True)):
             window_start_s = first_start_s + index * self._half / self.sample_rate_hz
