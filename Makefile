@@ -30,7 +30,8 @@ replay: setup
 	$(BIN)/voicebot replay $(EXAMPLES)
 
 # Tests with PJSIP inside the test process run in a pytest of their own: PJSIP's media threads
-# calling into Python have crashed that process (SIGSEGV) on a heavily loaded machine, and a crash
+# calling into Python have crashed that process (SIGSEGV) on a heavily loaded machine (one cause, media
+# ports torn down by the garbage collector while still in the conference bridge, is fixed), and a crash
 # must not take the rest of the suite's results with it. A run killed by a signal is run once more,
 # loudly; a test that fails, fails. (The service itself runs PJSIP in restartable worker processes.)
 test: setup
