@@ -20,8 +20,10 @@ Underruns are ``voicebot_audio_underruns_total`` from /metrics (bot frames sent 
 prompt played), checked against the workers' per-call log lines.
 
 Where the time goes: every turn waits the endpointer's end-of-utterance silence
-(``listen.end_silence_ms``) before anything else starts; then the recognizer's final decode and the
-dialogue (the replies are cached prompts, so no synthesis). A short in-process profile times the
+(``listen.end_silence_ms``); the recognizer's final decode starts once it has heard the part of that
+silence it uses (``ListenerConfig.trailing_silence_ms``, with ``listen.decode_ahead``), so only the
+decode's time beyond the rest of the silence adds to it; then the dialogue (the replies are cached
+prompts, so no synthesis). A short in-process profile times the
 final decode on this machine, and each step prints the CPU the service's processes, the phones and
 everything else on the machine used.
 
@@ -45,6 +47,7 @@ import numpy as np
 
 from voicebot.audio.vad import Endpointer, EndpointerConfig, SpeechEnd
 from voicebot.audio.wav import load_wav, write_wav
+from voicebot.calls.listener import ListenerConfig
 from voicebot.config import PROJECT_ROOT, load_settings
 from voicebot.testing.callgen import build_call
 
@@ -364,7 +367,7 @@ def profile_final_decode(callers: dict[tuple[int, str], CallerAudio]) -> list[fl
     the service's own listener (so the recognizer is fed and asked exactly as in a call)."""
     from voicebot.asr.grammar import GrammarSet
     from voicebot.asr.select import open_engine
-    from voicebot.calls.listener import Listener, ListenerConfig
+    from voicebot.calls.listener import Listener
     from voicebot.dialogue.scenario import load_scenario
     from voicebot.dialogue.fields import is_complete
     from voicebot.events import AudioFrame, Utterance
@@ -486,7 +489,10 @@ async def main() -> None:
     print(f"\nlargest count with turn latency p95 <= {args.limit_ms:.0f} ms and no underruns:"
           f" {best if best is not None else 'none (not even 1 call)'}")
     end_ms = settings.listen.end_silence_ms
-    print(f"\nwhere a turn's time goes: end-of-utterance silence {end_ms} ms (listen.end_silence_ms) in every turn;")
+    ahead = (f"; the final decode starts {ListenerConfig().trailing_silence_ms} ms into it (listen.decode_ahead)"
+             if settings.listen.decode_ahead else "")
+    print(f"\nwhere a turn's time goes: end-of-utterance silence {end_ms} ms (listen.end_silence_ms) in every turn"
+          f"{ahead};")
     if finals_ms:
         print(f"  recognizer final decode, in-process on one idle stream: p50 {percentile(finals_ms, 0.5):.0f} ms,"
               f" p95 {percentile(finals_ms, 0.95):.0f} ms over {len(finals_ms)} utterances")
@@ -494,8 +500,8 @@ async def main() -> None:
     for r in results:
         if r.server_ms:
             print(f"  {r.calls:2d} calls: server latency p50 {percentile(r.server_ms, 0.5):.0f} ms ="
-                  f" {end_ms} ms silence + {percentile(r.server_ms, 0.5) - end_ms:.0f} ms decode, dialogue and"
-                  f" queueing; machine {r.cpu.machine_busy_s / r.cpu.wall_s:.2f} of {cores} cores busy"
+                  f" {end_ms} ms silence + {percentile(r.server_ms, 0.5) - end_ms:.0f} ms more (decode beyond the"
+                  f" silence, dialogue, queueing); machine {r.cpu.machine_busy_s / r.cpu.wall_s:.2f} of {cores} cores busy"
                   f" ({r.cpu.ours_s / r.cpu.wall_s:.2f} by this bench); a call costs the service"
                   f" {r.service_cores_per_call(idle_cores):.3f} cores beyond its idle {idle_cores:.2f}, so {cores}"
                   f" otherwise idle cores hold {(cores - idle_cores) / r.service_cores_per_call(idle_cores):.0f}"

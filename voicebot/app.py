@@ -82,6 +82,7 @@ async def open_runtime(settings: Settings, recorder: CallRecorder, *, workers: i
                     min_speech_ms=listen.min_speech_ms,
                 ),
                 complete_pause_ms=listen.complete_pause_ms,
+                decode_ahead=listen.decode_ahead,
             ),
             queue=queue,
         )

@@ -155,3 +155,39 @@ async def test_an_answer_that_only_looked_complete_is_the_callers_turn_when_they
     assert utt.text == "zero zero one eight"
     assert stream.finished == 1
     assert decided_at - utt.end_s == pytest.approx(0.5, abs=0.05)
+
+
+async def test_a_turn_is_decoded_once_the_recognizer_has_its_silence_while_the_endpointer_still_waits(
+        tmp_path_factory):
+    words = espeak(tmp_path_factory, "opening hours please")
+    audio = np.concatenate([np.zeros(RATE, np.int16), words, np.zeros(2 * RATE, np.int16)])
+    loop = asyncio.get_running_loop()
+    stream = PartialStream()
+    listener = Listener(stream, RATE, lambda fn, *a: loop.run_in_executor(None, fn, *a), is_complete)
+    decoded_at_s = None
+    utterances = []
+    for start_s, pcm in iter_frames(audio, RATE):
+        utterances += [e for e in await listener.on_frame(AudioFrame(pcm, RATE, start_s)) if isinstance(e, Utterance)]
+        if stream.finished and decoded_at_s is None:
+            decoded_at_s = start_s + 0.02
+    [utt] = utterances
+    config = ListenerConfig()
+    assert decoded_at_s - utt.end_s == pytest.approx(config.trailing_silence_ms / 1000, abs=0.03)
+    assert stream.finished == 1
+
+
+@pytest.mark.parametrize("pause_s", [0.35, 0.45])
+async def test_a_caller_who_goes_on_after_the_turn_was_decoded_ahead_is_heard_as_one_turn(tmp_path_factory, pause_s):
+    first, last = espeak(tmp_path_factory, "where is the nearest"), espeak(tmp_path_factory, "service point")
+    pause = np.zeros(int(pause_s * RATE), np.int16)
+    audio = np.concatenate([np.zeros(RATE, np.int16), first, pause, last, np.zeros(2 * RATE, np.int16)])
+    stream = TooSoonStream()
+    events, _, _ = await listen(audio, Listen("menu"), stream=stream)
+    [utt] = [e for e in events if isinstance(e, Utterance)]
+    assert utt.end_s - utt.start_s > (len(first) + len(last)) / RATE + pause_s - 0.05
+    # decoded ahead at the pause, then the whole turn again: from its start, pause included, once
+    assert stream.finished == 2
+    config = ListenerConfig()
+    heard_again_s = stream.fed_at_finish[1] / 2 / RATE
+    assert heard_again_s == pytest.approx(
+        (config.endpointer.pre_roll_ms + config.trailing_silence_ms) / 1000 + utt.end_s - utt.start_s, abs=0.045)

@@ -32,6 +32,13 @@ class ListenerConfig:
     #: silence after the last voiced frame that the recognizer still hears (None: all of it);
     #: the rest of the end-of-turn silence would only cost decoding time
     trailing_silence_ms: int | None = 300
+    #: decode a turn as soon as the recognizer has heard that much of its silence, while the
+    #: endpointer still waits for the rest: the caller waits for the decode only beyond that wait.
+    #: A caller who goes on after such a pause has the turn decoded again, from its start (by a
+    #: recognizer that has adapted to its first part once already, so the words can come out a
+    #: little differently than without the first decode; replay decodes ahead too, so a replayed
+    #: call still decides as the live one did).
+    decode_ahead: bool = True
 
 
 @dataclass(slots=True)
@@ -46,6 +53,17 @@ class _EarlyEnd:
     #: every frame since the turn's audio began, so a continuation is decoded as one utterance
     audio: bytearray
     expires_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Ahead:
+    """A turn decoded before its end was certain."""
+
+    recognition: Recognition
+    #: wall time the decode took
+    decode_s: float
+    #: where in the call's audio it was made
+    at_s: float
 
 
 @dataclass(slots=True)
@@ -85,6 +103,7 @@ class Listener:
         #: what the recognizer heard of the utterance in progress
         self._heard = bytearray()
         self._early: _EarlyEnd | None = None
+        self._ahead: _Ahead | None = None
         self.timing = TurnTiming()
         #: seconds spent inside the recognizer, for the benchmark
         self.asr_busy_s = 0.0
@@ -137,6 +156,7 @@ class Listener:
             self._pending = bytearray(ep.pcm)
             self._held.clear()
             self._heard.clear()
+            self._ahead = None
             early, self._early = self._early, None
             if early is not None:
                 # the caller went on after an answer that only looked complete: one utterance after all
@@ -153,18 +173,35 @@ class Listener:
             voiced = (self._endpointer.in_speech and frame_end_s is not None
                       and self._endpointer.last_voiced_end_s >= frame_end_s - 1e-6)
             if voiced or self._tail_bytes is None:
-                self._pending += self._held
+                if self._ahead is not None:
+                    # the caller went on after the turn was decoded: all of it again, pause included
+                    self._ahead = None
+                    self._pending, self._heard = self._heard + self._held[self._tail_bytes:], bytearray()
+                else:
+                    self._pending += self._held
                 self._pending += ep.pcm
                 self._held.clear()
             else:
                 self._held += ep.pcm
+                if (self._cfg.decode_ahead and self._ahead is None and self._expect.complete is None
+                        and frame_end_s is not None and len(self._held) >= self._tail_bytes):
+                    t0 = self.asr_busy_s
+                    recognition = await self._timed(functools.partial(self._finish, keep_held=True))
+                    self._ahead = _Ahead(recognition, self.asr_busy_s - t0, frame_end_s)
             if len(self._pending) >= self._batch_bytes:
                 await self._feed()
             return []
-        self.timing = TurnTiming(endpoint_wall_s=time.perf_counter())
-        t0 = self.asr_busy_s
-        recognition: Recognition = await self._timed(self._finish)
-        self.timing.asr_wall_s = self.asr_busy_s - t0
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            recognition = ahead.recognition
+            # what a live caller waits for: the part of the decode that outlasted the rest of the silence
+            behind_s = max(0.0, ahead.decode_s - (ep.endpoint_s - ahead.at_s))
+            self.timing = TurnTiming(endpoint_wall_s=time.perf_counter() - behind_s, asr_wall_s=ahead.decode_s)
+        else:
+            self.timing = TurnTiming(endpoint_wall_s=time.perf_counter())
+            t0 = self.asr_busy_s
+            recognition = await self._timed(self._finish)
+            self.timing.asr_wall_s = self.asr_busy_s - t0
         utterance = Utterance(recognition.alternatives, self._speech_start_s, ep.at_s)
         ended_early, self._complete_at_s = self._complete_at_s is not None, None
         kind = self._expect.complete
@@ -190,9 +227,11 @@ class Listener:
         self._stream.accept(pcm)
         return self._stream.partial()
 
-    def _finish(self) -> Recognition:
+    def _finish(self, keep_held: bool = False) -> Recognition:
+        """The turn's words; ``keep_held``: the silence so far stays held, for a caller who goes on."""
         self._pending += self._held[: self._tail_bytes]
-        self._held.clear()
+        if not keep_held:
+            self._held.clear()
         if self._pending:
             self._heard += self._pending
             self._stream.accept(bytes(self._pending))
