@@ -85,20 +85,24 @@ async def test_the_file_is_in_wal_mode_and_records_its_version(db_path):
     assert journal == "wal"
 
 
-async def test_a_store_opened_by_two_processes_at_once_migrates_once(db_path):
-    """Two stores on one new file opening together: the write lock makes one migrate, the other wait."""
+async def test_a_store_opened_by_two_processes_at_once_migrates_once(tmp_path):
+    """Two stores on one new file opening together: the write lock makes one migrate, the other wait.
+
+    Many new files, since the two meet in SQLite's switch to WAL only now and then (1 in 15)."""
     import asyncio
 
-    first, second = SqliteCallStore(db_path), SqliteCallStore(db_path)
-    await asyncio.gather(first.open(), second.open())
-    try:
-        assert first.schema_version == second.schema_version == latest_version("sqlite")
-        await first.start_call(CallReport(call="sip:x", call_id="x"))
-        await second.save_progress("x", {0: Turn("bot", "Hi.", 0.0, 1.0)}, [])
-        assert [t.text for t in (await first.get_call("x")).report.turns] == ["Hi."]
-    finally:
-        await first.close()
-        await second.close()
+    for n in range(40):
+        db_path = tmp_path / f"calls{n}.sqlite3"
+        first, second = SqliteCallStore(db_path), SqliteCallStore(db_path)
+        try:
+            await asyncio.gather(first.open(), second.open())
+            assert first.schema_version == second.schema_version == latest_version("sqlite")
+            await first.start_call(CallReport(call="sip:x", call_id="x"))
+            await second.save_progress("x", {0: Turn("bot", "Hi.", 0.0, 1.0)}, [])
+            assert [t.text for t in (await first.get_call("x")).report.turns] == ["Hi."]
+        finally:
+            await first.close()
+            await second.close()
 
 
 async def test_a_path_that_cannot_hold_a_database_is_a_one_line_error(tmp_path):
