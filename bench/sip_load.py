@@ -19,12 +19,13 @@ records: the endpointer's speech end to the reply's first frame going out on the
 Underruns are ``voicebot_audio_underruns_total`` from /metrics (bot frames sent late while a
 prompt played), checked against the workers' per-call log lines.
 
-Where the time goes: every turn waits the endpointer's end-of-utterance silence
-(``listen.end_silence_ms``); the recognizer's final decode starts once it has heard the part of that
-silence it uses (``ListenerConfig.trailing_silence_ms``, with ``listen.decode_ahead``), so only the
-decode's time beyond the rest of the silence adds to it; then the dialogue (the replies are cached
-prompts, so no synthesis). A short in-process profile times the
-final decode on this machine, and each step prints the CPU the service's processes, the phones and
+Where the time goes: the recognizer decodes a turn once the caller has paused for
+``listen.ahead_silence_ms`` (with ``listen.decode_ahead``). A question the scenario is sure of
+(``complete_confidence``: the callers' first two turns here) is answered as soon as that decode is
+done; any other turn (the goodbye) waits out the endpointer's end-of-utterance silence
+(``listen.end_silence_ms``), and only the decode's time beyond it adds to that. Then the dialogue
+(the replies are cached prompts, so no synthesis). A short in-process profile times the final
+decode on this machine, and each step prints the CPU the service's processes, the phones and
 everything else on the machine used.
 
 Usage: .venv/bin/python bench/sip_load.py [--counts 1,5,10,15,20] [--limit-ms 800] [--stop-ms 4000]
@@ -265,7 +266,7 @@ def cpu_between(before: dict[str, float], after: dict[str, float]) -> CpuUse:
 # --------------------------------------------------------------------------- one step
 
 
-async def run_step(svc: ServiceProcess, count: int, callers: dict[tuple[int, str], CallerAudio],
+async def run_step(svc: ServiceProcess, step: int, count: int, callers: dict[tuple[int, str], CallerAudio],
                    workdir: Path) -> StepResult:
     """``count`` callers at once; their calls measured and read back."""
     result = StepResult(count)
@@ -273,7 +274,7 @@ async def run_step(svc: ServiceProcess, count: int, callers: dict[tuple[int, str
     for i in range(count):
         codec = "PCMU" if i % 3 == 2 else "G722"
         caller = callers[(i % len(VOICES), codec)]
-        user = f"n{count:02d}c{i:02d}"
+        user = f"s{step:02d}c{i:02d}"
         phone = BaresipAgent(workdir / user, user=user, mic=caller.mic, codec=codec)
         plan.append((phone, caller, "tcp" if i % 2 else "udp"))
     phones = [p for p, _, _ in plan]
@@ -472,8 +473,8 @@ async def main() -> None:
                       f" p50 {percentile(greeted_s, 0.5):.1f} s, max {max(greeted_s):.1f} s after the answer"
                       "\n")
             print(HEADER.format(cores=os.cpu_count()))
-            for count in counts:
-                result = await run_step(svc, count, callers, workdir / f"step{count:02d}")
+            for step, count in enumerate(counts):
+                result = await run_step(svc, step, count, callers, workdir / f"step{step:02d}")
                 results.append(result)
                 print(row(result, args.limit_ms), flush=True)
                 if percentile(heard_ms(result), 0.95) > args.stop_ms or result.refused:
@@ -488,24 +489,24 @@ async def main() -> None:
     best = max(passing, default=None)
     print(f"\nlargest count with turn latency p95 <= {args.limit_ms:.0f} ms and no underruns:"
           f" {best if best is not None else 'none (not even 1 call)'}")
-    end_ms = settings.listen.end_silence_ms
-    ahead = (f"; the final decode starts {ListenerConfig().trailing_silence_ms} ms into it (listen.decode_ahead)"
-             if settings.listen.decode_ahead else "")
-    print(f"\nwhere a turn's time goes: end-of-utterance silence {end_ms} ms (listen.end_silence_ms) in every turn"
-          f"{ahead};")
+    listen = settings.listen
+    ahead = (f"decoded {listen.ahead_silence_ms} ms into a pause (listen.ahead_silence_ms), a question the"
+             " scenario is sure of answered then, any other turn after" if listen.decode_ahead else "decoded")
+    print(f"\nwhere a turn's time goes: {ahead} the {listen.end_silence_ms} ms end-of-turn silence"
+          " (listen.end_silence_ms);")
     if finals_ms:
         print(f"  recognizer final decode, in-process on one idle stream: p50 {percentile(finals_ms, 0.5):.0f} ms,"
               f" p95 {percentile(finals_ms, 0.95):.0f} ms over {len(finals_ms)} utterances")
     cores = os.cpu_count() or 1
     for r in results:
         if r.server_ms:
-            print(f"  {r.calls:2d} calls: server latency p50 {percentile(r.server_ms, 0.5):.0f} ms ="
-                  f" {end_ms} ms silence + {percentile(r.server_ms, 0.5) - end_ms:.0f} ms more (decode beyond the"
-                  f" silence, dialogue, queueing); machine {r.cpu.machine_busy_s / r.cpu.wall_s:.2f} of {cores} cores busy"
+            per_call = r.service_cores_per_call(idle_cores)
+            hold = (f"so {cores} otherwise idle cores hold {(cores - idle_cores) / per_call:.0f} calls at most"
+                    if per_call > 0 else "too little to tell from the service's idle use")
+            print(f"  {r.calls:2d} calls: server latency p50 {percentile(r.server_ms, 0.5):.0f} ms; machine"
+                  f" {r.cpu.machine_busy_s / r.cpu.wall_s:.2f} of {cores} cores busy"
                   f" ({r.cpu.ours_s / r.cpu.wall_s:.2f} by this bench); a call costs the service"
-                  f" {r.service_cores_per_call(idle_cores):.3f} cores beyond its idle {idle_cores:.2f}, so {cores}"
-                  f" otherwise idle cores hold {(cores - idle_cores) / r.service_cores_per_call(idle_cores):.0f}"
-                  f" calls at most")
+                  f" {per_call:.3f} cores beyond its idle {idle_cores:.2f}, {hold}")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from voicebot.calls.listener import ListenerConfig
 from voicebot.calls.queue import QueueBackend, StoreQueue
 from voicebot.calls.session import CallRecorder, SessionServices
 from voicebot.config import Settings
-from voicebot.dialogue import fields as formfields
 from voicebot.dialogue.policy import Policy
 from voicebot.dialogue.scenario import Scenario, load_scenario
 from voicebot.storage.base import CallStore
@@ -75,7 +74,6 @@ async def open_runtime(settings: Settings, recorder: CallRecorder, *, workers: i
             policy=await run_blocking(lambda: Policy(scenario, today=today)),
             recorder=recorder,
             run_blocking=run_blocking,
-            completeness=formfields.is_complete,
             listener_config=ListenerConfig(
                 endpointer=EndpointerConfig(
                     aggressiveness=listen.vad_aggressiveness, end_silence_ms=listen.end_silence_ms,
@@ -83,6 +81,7 @@ async def open_runtime(settings: Settings, recorder: CallRecorder, *, workers: i
                 ),
                 complete_pause_ms=listen.complete_pause_ms,
                 decode_ahead=listen.decode_ahead,
+                ahead_silence_ms=listen.ahead_silence_ms,
             ),
             queue=queue,
         )

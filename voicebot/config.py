@@ -56,10 +56,12 @@ class ListenSettings:
     min_speech_ms: int = 120
     #: pause after an answer that is already complete (a yes, a whole ID) before the turn ends
     complete_pause_ms: int = 100
-    #: decode a turn once the recognizer has heard the part of its end silence it uses, while the
-    #: rest of that silence runs: up to 200 ms less for the caller to wait, at the price of a second
-    #: decode when the caller goes on after such a pause
+    #: decode a turn once the recognizer has heard ``ahead_silence_ms`` of its end silence, while
+    #: the rest of that silence runs: less for the caller to wait (nothing more at all for a
+    #: question the scenario's ``complete_confidence`` is sure of), at the price of a second decode
+    #: when the caller goes on after such a pause
     decode_ahead: bool = True
+    ahead_silence_ms: int = 200
 
 
 @dataclass(frozen=True, slots=True)

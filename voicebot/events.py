@@ -89,11 +89,16 @@ class SpeechStarted:
 
 @dataclass(frozen=True, slots=True)
 class Utterance:
-    """A finished caller turn with its n-best list, best first (may be empty)."""
+    """A finished caller turn with its n-best list, best first (may be empty).
+
+    ``continues``: the caller went on right after a turn that was ended at a pause as complete
+    (``Listen.complete_in_pause``); this one holds that turn's audio too and replaces it.
+    """
 
     alternatives: tuple[Alternative, ...]
     start_s: float
     end_s: float
+    continues: bool = False
 
     @property
     def text(self) -> str:
@@ -211,12 +216,17 @@ class Listen:
 
     ``grammar`` names a file in grammars/ (or ``"menu"`` for open speech);
     ``complete`` names a completeness test the listener may use to end the turn
-    early; ``no_input_s`` arms the no-input timer once prompts finish;
-    ``interdigit_s`` (when set) ends a key entry that stops without '#'.
+    early: on the recognizer's partial results while the caller speaks or, with
+    ``complete_in_pause``, on the turn decoded at a pause (open speech, whose
+    partial results would cost a decode that is thrown away; a caller who goes
+    on after such an end continues the same turn, see ``Utterance.continues``);
+    ``no_input_s`` arms the no-input timer once prompts finish; ``interdigit_s``
+    (when set) ends a key entry that stops without '#'.
     """
 
     grammar: str
     complete: str | None = None
+    complete_in_pause: bool = False
     no_input_s: float = 6.0
     interdigit_s: float | None = None
 

@@ -19,7 +19,6 @@ from voicebot.calls.report import CallReport, Turn
 from voicebot.calls.session import CallSession, SessionServices
 from voicebot.clock import VirtualClock
 from voicebot.config import PROJECT_ROOT
-from voicebot.dialogue import fields
 from voicebot.dialogue.policy import Policy
 from voicebot.dialogue.scenario import load_scenario
 from voicebot.events import IntakeForm, Transfer
@@ -264,7 +263,6 @@ async def test_a_session_call_reads_back_from_the_api_exactly_as_it_ran(client, 
     services = SessionServices(
         engine=ScriptedEngine(script), prompts=SilentPrompts(), policy=policy,
         recorder=StoreRecorder(store, metrics), run_blocking=lambda fn, *a: loop.run_in_executor(None, fn, *a),
-        completeness=fields.is_complete,
     )
     clock = VirtualClock()
     session = CallSession(services, ReplayTransport(np.concatenate(audio), RATE, clock), clock, name="session-call")

@@ -11,7 +11,7 @@ import pytest
 
 from voicebot.asr.base import Recognition
 from voicebot.audio.wav import iter_frames, load_wav
-from voicebot.calls.listener import Listener, ListenerConfig
+from voicebot.calls.listener import Completeness, Listener, ListenerConfig
 from voicebot.dialogue.spoken import is_complete
 from voicebot.events import Alternative, AudioFrame, Listen, SpeechStarted, Utterance
 
@@ -77,10 +77,10 @@ def utterance(tmp_path_factory) -> np.ndarray:
 
 
 async def listen(audio: np.ndarray, expect: Listen, *, hang_up_at_s: float | None = None,
-                 stream: PartialStream | None = None):
+                 stream: PartialStream | None = None, completeness: Completeness = is_complete):
     loop = asyncio.get_running_loop()
     stream = stream or PartialStream()
-    listener = Listener(stream, RATE, lambda fn, *a: loop.run_in_executor(None, fn, *a), is_complete,
+    listener = Listener(stream, RATE, lambda fn, *a: loop.run_in_executor(None, fn, *a), completeness,
                         ListenerConfig())
     listener.expect(expect)
     events, decided_at = [], None
@@ -118,9 +118,10 @@ async def test_speech_in_progress_at_hangup_is_still_recognised(utterance):
 async def test_the_recognizer_hears_pauses_inside_a_turn_but_only_the_start_of_the_silence_that_ends_it(utterance):
     loud = np.flatnonzero(np.abs(utterance) > 500)
     voiced = utterance[loud[0]: loud[-1]]
-    pause = np.zeros(int(0.3 * RATE), np.int16)
-    audio = np.concatenate([np.zeros(RATE, np.int16), voiced, pause, voiced, np.zeros(2 * RATE, np.int16)])
     config = ListenerConfig()
+    # shorter than the pause the turn is decoded at (see the decode-ahead tests below)
+    pause = np.zeros(int((config.ahead_silence_ms - 50) / 1000 * RATE), np.int16)
+    audio = np.concatenate([np.zeros(RATE, np.int16), voiced, pause, voiced, np.zeros(2 * RATE, np.int16)])
     events, _, stream = await listen(audio, Listen("menu"))
     utt = next(e for e in events if isinstance(e, Utterance))
     assert utt.end_s - utt.start_s > 2 * len(voiced) / RATE, "one utterance over the pause"
@@ -172,7 +173,7 @@ async def test_a_turn_is_decoded_once_the_recognizer_has_its_silence_while_the_e
             decoded_at_s = start_s + 0.02
     [utt] = utterances
     config = ListenerConfig()
-    assert decoded_at_s - utt.end_s == pytest.approx(config.trailing_silence_ms / 1000, abs=0.03)
+    assert decoded_at_s - utt.end_s == pytest.approx(config.ahead_silence_ms / 1000, abs=0.03)
     assert stream.finished == 1
 
 
@@ -191,3 +192,57 @@ async def test_a_caller_who_goes_on_after_the_turn_was_decoded_ahead_is_heard_as
     heard_again_s = stream.fed_at_finish[1] / 2 / RATE
     assert heard_again_s == pytest.approx(
         (config.endpointer.pre_roll_ms + config.trailing_silence_ms) / 1000 + utt.end_s - utt.start_s, abs=0.045)
+
+
+#: the menu, where a question sure enough at a pause is answered there
+QUESTION = Listen("menu", complete="question", complete_in_pause=True)
+
+
+def sure(kind: str, text: str) -> bool:
+    return kind == "question" and bool(text)
+
+
+def unsure(kind: str, text: str) -> bool:
+    return False
+
+
+@pytest.mark.parametrize(("completeness", "waited_s"), [
+    (sure, ListenerConfig().ahead_silence_ms / 1000),
+    (unsure, ListenerConfig().endpointer.end_silence_ms / 1000),
+])
+async def test_a_question_sure_at_a_pause_is_answered_there_and_any_other_waits_out_the_silence(
+        utterance, completeness, waited_s):
+    events, decided_at, stream = await listen(utterance, QUESTION, completeness=completeness)
+    [utt] = [e for e in events if isinstance(e, Utterance)]
+    assert decided_at - utt.end_s == pytest.approx(waited_s, abs=0.03)
+    assert not utt.continues
+    assert stream.finished == 1
+
+
+async def test_a_caller_who_goes_on_after_a_question_answered_at_a_pause_continues_that_turn(tmp_path_factory):
+    first, last = espeak(tmp_path_factory, "where is the nearest"), espeak(tmp_path_factory, "service point")
+    pause = np.zeros(int(0.35 * RATE), np.int16)
+    audio = np.concatenate([np.zeros(RATE, np.int16), first, pause, last, np.zeros(2 * RATE, np.int16)])
+    stream = TooSoonStream()
+    events, _, _ = await listen(audio, QUESTION, stream=stream, completeness=sure)
+    answered, whole = [e for e in events if isinstance(e, Utterance)]
+    assert not answered.continues and answered.end_s < 1.0 + len(first) / RATE + 0.05
+    assert whole.continues
+    assert whole.start_s == answered.start_s
+    assert whole.end_s > 1.0 + (len(first) + len(last)) / RATE + 0.35 - 0.05
+    # the whole turn decoded again from its start, pause included
+    config = ListenerConfig()
+    heard_again_s = stream.fed_at_finish[1] / 2 / RATE
+    assert heard_again_s == pytest.approx(
+        (config.endpointer.pre_roll_ms + config.trailing_silence_ms) / 1000 + whole.end_s - whole.start_s, abs=0.045)
+
+
+async def test_words_after_the_silence_would_have_ended_the_turn_are_a_new_turn(tmp_path_factory):
+    first, last = espeak(tmp_path_factory, "where is the nearest"), espeak(tmp_path_factory, "service point")
+    pause_s = ListenerConfig().endpointer.end_silence_ms / 1000 + 0.1
+    audio = np.concatenate([np.zeros(RATE, np.int16), first, np.zeros(int(pause_s * RATE), np.int16), last,
+                            np.zeros(2 * RATE, np.int16)])
+    events, _, _ = await listen(audio, QUESTION, stream=TooSoonStream(), completeness=sure)
+    answered, new = [e for e in events if isinstance(e, Utterance)]
+    assert not new.continues
+    assert new.start_s > answered.end_s + pause_s - 0.05

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -50,7 +51,7 @@ def started(policy: Policy) -> DialogueState:
 def test_call_start_welcomes_and_listens_to_open_speech(policy):
     state, actions = policy.step(policy.initial_state(), CallStarted(0.0))
     assert said(actions)[0].text.startswith("Welcome")
-    assert of(actions, Listen) == [Listen("menu", no_input_s=6.0)]
+    assert of(actions, Listen) == [Listen("menu", complete="question", complete_in_pause=True, no_input_s=6.0)]
     assert state.node == "menu"
 
 
@@ -264,3 +265,34 @@ def test_keys_typed_into_a_form_question_are_one_entry_not_a_transfer(policy):
     state, actions = run(policy, state, *[DtmfKey(d, 5.0) for d in "15110"], DtmfTimeout(9.0))
     assert of(actions, Transfer) == []
     assert state.field == "personal_id" and state.attempts == 1
+
+
+@pytest.mark.parametrize(("text", "answered_at_a_pause"), [
+    ("what are your opening hours", True),
+    ("can you say that again", True),
+    ("i want to speak to a person", False),  # a transfer is not taken back when the caller goes on
+    ("goodbye", False),  # nor is the end of the call
+    ("what are", False),  # not sure enough
+])
+def test_only_questions_answered_in_speech_alone_are_complete_at_a_pause(policy, text, answered_at_a_pause):
+    assert policy.is_complete("question", text) is answered_at_a_pause
+
+
+def test_without_complete_confidence_no_question_is_complete_at_a_pause(policy):
+    scenario = replace(policy.scenario, complete_confidence=None)
+    cautious = Policy(scenario, matcher=policy.matcher, today=date(2026, 11, 28))
+    assert not cautious.is_complete("question", "what are your opening hours")
+    _, actions = cautious.step(cautious.initial_state(), CallStarted(0.0))
+    assert of(actions, Listen)[0].complete is None
+
+
+@pytest.mark.parametrize(("heard_share", "intent"), [(0.95, "opening_hours"), (0.5, None)])
+def test_a_lower_alternative_counts_only_when_the_recognizer_was_nearly_as_sure_of_its_words(
+        policy, heard_share, intent):
+    """The top means nothing; the next one asks for the opening hours. It is taken when the recognizer
+    found it nearly as likely; a one-word change it found half as likely is noise, not a rescue."""
+    top = 0.9
+    heard = Utterance((Alternative("do you sell train tickets to the coast", top),
+                       Alternative("when are you open", top * heard_share)), 1.0, 2.0)
+    _, actions = run(policy, started(policy), heard)
+    assert of(actions, RecognizedIntent)[0].intent == intent

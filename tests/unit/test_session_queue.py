@@ -17,7 +17,6 @@ from voicebot.calls.memory import MemoryRecorder
 from voicebot.calls.queue import StoreQueue
 from voicebot.calls.session import CallSession, SessionServices
 from voicebot.clock import VirtualClock
-from voicebot.dialogue import fields
 from voicebot.storage.sqlite import SqliteCallStore
 from voicebot.transports.replay import ReplayTransport
 from tests.unit.test_session import RATE, ScriptedEngine, SilentPrompts, call_audio, policy, silence, speech, tone
@@ -70,7 +69,7 @@ async def run_queued_call(store, clock, policy, audio: np.ndarray, script: list[
     loop = asyncio.get_running_loop()
     services = SessionServices(
         engine=ScriptedEngine(script), prompts=SilentPrompts(), policy=policy, recorder=MemoryRecorder(),
-        run_blocking=lambda fn, *a: loop.run_in_executor(None, fn, *a), completeness=fields.is_complete,
+        run_blocking=lambda fn, *a: loop.run_in_executor(None, fn, *a),
         queue=StoreQueue(store),
     )
     transport = ScriptedReplay(audio, clock, list(at), caller_id=caller_id, unreachable=unreachable)

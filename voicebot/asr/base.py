@@ -25,6 +25,11 @@ class Recognition:
 
     alternatives: tuple[Alternative, ...]
 
+    @property
+    def text(self) -> str:
+        """The best alternative's words; empty when nothing was heard."""
+        return self.alternatives[0].text if self.alternatives else ""
+
 
 class RecognizerStream(Protocol):
     def set_grammar(self, grammar: str | None, *, partials: bool = True) -> None:

@@ -131,6 +131,11 @@ class Endpointer:
         return self._in_speech
 
     @property
+    def onset_pending(self) -> bool:
+        """Voiced frames that may yet start an utterance, once they last ``min_speech_ms``."""
+        return self._run_start_s is not None
+
+    @property
     def last_voiced_end_s(self) -> float:
         """End of the latest voiced frame of the utterance in progress."""
         return self._last_voiced_end_s

@@ -32,24 +32,30 @@ class ListenerConfig:
     #: silence after the last voiced frame that the recognizer still hears (None: all of it);
     #: the rest of the end-of-turn silence would only cost decoding time
     trailing_silence_ms: int | None = 300
-    #: decode a turn as soon as the recognizer has heard that much of its silence, while the
-    #: endpointer still waits for the rest: the caller waits for the decode only beyond that wait.
+    #: decode a turn as soon as the recognizer has heard ``ahead_silence_ms`` of its silence, while
+    #: the endpointer still waits for the rest: the caller waits for the decode only beyond that
+    #: wait, and not for the rest at all when the decode is complete (``Listen.complete_in_pause``).
     #: A caller who goes on after such a pause has the turn decoded again, from its start (by a
     #: recognizer that has adapted to its first part once already, so the words can come out a
     #: little differently than without the first decode; replay decodes ahead too, so a replayed
     #: call still decides as the live one did).
     decode_ahead: bool = True
+    ahead_silence_ms: int = 200
 
 
 @dataclass(slots=True)
 class _EarlyEnd:
-    """A turn ended early on a complete partial whose final recognition is not complete after all.
+    """A turn ended before the end-of-turn silence ran out.
 
-    It is held for as long as the caller's pause could still be inside the answer (the end-of-turn
-    silence); if they go on, the new words join it, else it is the caller's turn as it was heard.
+    Until it would have run out, a caller who goes on continues the same turn: their new words
+    are decoded with it, as one utterance. ``utterance`` is the turn as heard, held back when it
+    was ended on a complete partial whose final recognition is not complete after all (released
+    when the silence runs out); None when it was complete and has gone out already (the next
+    utterance then ``continues`` it).
     """
 
-    utterance: Utterance
+    utterance: Utterance | None
+    start_s: float
     #: every frame since the turn's audio began, so a continuation is decoded as one utterance
     audio: bytearray
     expires_s: float
@@ -98,11 +104,14 @@ class Listener:
         self._held = bytearray()
         self._tail_bytes = (None if config.trailing_silence_ms is None
                             else sample_rate_hz * config.trailing_silence_ms // 1000 * 2)
+        self._ahead_bytes = sample_rate_hz * config.ahead_silence_ms // 1000 * 2
         self._speech_start_s = 0.0
         self._complete_at_s: float | None = None
         #: what the recognizer heard of the utterance in progress
         self._heard = bytearray()
         self._early: _EarlyEnd | None = None
+        #: the utterance in progress continues one that went out already
+        self._continues = False
         self._ahead: _Ahead | None = None
         self.timing = TurnTiming()
         #: seconds spent inside the recognizer, for the benchmark
@@ -111,6 +120,11 @@ class Listener:
     def expect(self, listen: Listen) -> None:
         """The next utterance answers this question."""
         self._expect = listen
+
+    @property
+    def _streaming(self) -> bool:
+        """Partial results are read while the caller speaks, to end a complete answer early."""
+        return self._expect.complete is not None and not self._expect.complete_in_pause
 
     @property
     def in_speech(self) -> bool:
@@ -130,7 +144,8 @@ class Listener:
             if frame.end_s - self._endpointer.last_voiced_end_s >= self._cfg.complete_pause_ms / 1000:
                 for ep in self._endpointer.force_end(frame.end_s):
                     events += await self._on_endpoint(ep)
-        if self._early is not None and not self._endpointer.in_speech and frame.end_s >= self._early.expires_s:
+        if (self._early is not None and frame.end_s >= self._early.expires_s
+                and not self._endpointer.in_speech and not self._endpointer.onset_pending):
             events += self._release_early()
         return events
 
@@ -143,7 +158,7 @@ class Listener:
 
     def _release_early(self) -> list[CallerEvent]:
         early, self._early = self._early, None
-        if early is None:
+        if early is None or early.utterance is None:
             return []
         self.timing = TurnTiming(endpoint_wall_s=time.perf_counter())
         return [early.utterance]
@@ -157,18 +172,20 @@ class Listener:
             self._held.clear()
             self._heard.clear()
             self._ahead = None
+            released: list[CallerEvent] = []
+            if self._early is not None and ep.at_s > self._early.expires_s:
+                released = self._release_early()
             early, self._early = self._early, None
             if early is not None:
-                # the caller went on after an answer that only looked complete: one utterance after all
-                self._speech_start_s = early.utterance.start_s
+                # the caller went on after a turn ended early: one utterance after all
+                self._speech_start_s = early.start_s
                 self._pending = early.audio
-            # partial results are read only to end a complete answer early
-            wanted = (None if self._expect.grammar == "menu" else self._expect.grammar,
-                      self._expect.complete is not None)
+                self._continues = early.utterance is None
+            wanted = (None if self._expect.grammar == "menu" else self._expect.grammar, self._streaming)
             if wanted != self._grammar_set:
                 await self._timed(functools.partial(self._stream.set_grammar, wanted[0], partials=wanted[1]))
                 self._grammar_set = wanted
-            return [SpeechStarted(ep.at_s)]
+            return [*released, SpeechStarted(ep.at_s)]
         if isinstance(ep, SpeechAudio):
             voiced = (self._endpointer.in_speech and frame_end_s is not None
                       and self._endpointer.last_voiced_end_s >= frame_end_s - 1e-6)
@@ -176,18 +193,22 @@ class Listener:
                 if self._ahead is not None:
                     # the caller went on after the turn was decoded: all of it again, pause included
                     self._ahead = None
-                    self._pending, self._heard = self._heard + self._held[self._tail_bytes:], bytearray()
+                    self._pending, self._heard = self._heard + self._held[self._ahead_bytes:], bytearray()
                 else:
                     self._pending += self._held
                 self._pending += ep.pcm
                 self._held.clear()
             else:
                 self._held += ep.pcm
-                if (self._cfg.decode_ahead and self._ahead is None and self._expect.complete is None
-                        and frame_end_s is not None and len(self._held) >= self._tail_bytes):
+                if (self._cfg.decode_ahead and self._ahead is None and not self._streaming
+                        and frame_end_s is not None and len(self._held) >= self._ahead_bytes):
                     t0 = self.asr_busy_s
-                    recognition = await self._timed(functools.partial(self._finish, keep_held=True))
+                    recognition = await self._timed(self._finish_ahead)
                     self._ahead = _Ahead(recognition, self.asr_busy_s - t0, frame_end_s)
+                    kind = self._expect.complete
+                    if kind is not None and self._complete(kind, recognition.text):
+                        # on_frame ends the turn now: this pause is longer than complete_pause_ms
+                        self._complete_at_s = self._endpointer.last_voiced_end_s
             if len(self._pending) >= self._batch_bytes:
                 await self._feed()
             return []
@@ -202,21 +223,30 @@ class Listener:
             t0 = self.asr_busy_s
             recognition = await self._timed(self._finish)
             self.timing.asr_wall_s = self.asr_busy_s - t0
-        utterance = Utterance(recognition.alternatives, self._speech_start_s, ep.at_s)
+        utterance = Utterance(recognition.alternatives, self._speech_start_s, ep.at_s, continues=self._continues)
+        self._continues = False
         ended_early, self._complete_at_s = self._complete_at_s is not None, None
         kind = self._expect.complete
-        if ended_early and kind is not None and not any(self._complete(kind, a.text) for a in recognition.alternatives):
-            silence_s = self._cfg.endpointer.end_silence_ms / 1000
-            self._early = _EarlyEnd(utterance, self._heard, ep.at_s + silence_s)
+        if not ended_early or kind is None:
+            return [utterance]
+        expires_s = ep.at_s + self._cfg.endpointer.end_silence_ms / 1000
+        if self._expect.complete_in_pause:
+            # answered now; a caller who goes on before the silence would have ended the turn continues it
+            self._early = _EarlyEnd(None, self._speech_start_s, self._heard + self._held[self._ahead_bytes:],
+                                    expires_s)
             self._heard = bytearray()
-            return []
-        return [utterance]
+            return [utterance]
+        if any(self._complete(kind, a.text) for a in recognition.alternatives):
+            return [utterance]
+        self._early = _EarlyEnd(utterance, self._speech_start_s, self._heard, expires_s)
+        self._heard = bytearray()
+        return []
 
     async def _feed(self) -> None:
         pcm, self._pending = bytes(self._pending), bytearray()
         self._heard += pcm
         kind = self._expect.complete
-        if kind is None:
+        if kind is None or not self._streaming:
             await self._timed(self._stream.accept, pcm)
             return
         partial = await self._timed(self._accept_and_peek, pcm)
@@ -227,14 +257,24 @@ class Listener:
         self._stream.accept(pcm)
         return self._stream.partial()
 
-    def _finish(self, keep_held: bool = False) -> Recognition:
-        """The turn's words; ``keep_held``: the silence so far stays held, for a caller who goes on."""
+    def _finish(self) -> Recognition:
+        """The turn's words, with ``trailing_silence_ms`` of its silence."""
         self._pending += self._held[: self._tail_bytes]
-        if not keep_held:
-            self._held.clear()
+        self._held.clear()
+        return self._decode()
+
+    def _finish_ahead(self) -> Recognition:
+        """The turn's words at a pause of ``ahead_silence_ms``; the pause stays held, for a caller who
+        goes on. The recognizer hears as much silence as at a turn's end: the pause, repeated."""
+        pause = bytes(self._held[: self._ahead_bytes])
+        self._pending += pause
+        pad_bytes = max(0, (self._tail_bytes or 0) - len(pause))
+        return self._decode((pause * (pad_bytes // max(1, len(pause)) + 1))[:pad_bytes])
+
+    def _decode(self, pad: bytes = b"") -> Recognition:
         if self._pending:
             self._heard += self._pending
-            self._stream.accept(bytes(self._pending))
+            self._stream.accept(bytes(self._pending) + pad)
             self._pending = bytearray()
         return self._stream.finish()
 

@@ -28,7 +28,7 @@ from typing import Awaitable, Callable, Protocol
 
 from voicebot.asr.base import RecognizerEngine
 from voicebot.calls.hold import HoldAudio
-from voicebot.calls.listener import Completeness, Listener, ListenerConfig, RunBlocking
+from voicebot.calls.listener import Listener, ListenerConfig, RunBlocking
 from voicebot.calls.queue import AgentTook, QueueBackend, QueueError, Waiting
 from voicebot.calls.report import CallReport, Turn
 from voicebot.calls.speaker import PlayoutIdle, PromptEnded, PromptStarted, Speaker, SpeakerEvent
@@ -80,7 +80,6 @@ class SessionServices:
     policy: Policy
     recorder: CallRecorder
     run_blocking: RunBlocking
-    completeness: Completeness
     listener_config: ListenerConfig = ListenerConfig()
     #: where transferred callers wait for a person; None: a transfer hands the call over at once
     queue: QueueBackend | None = None
@@ -98,6 +97,20 @@ class _InQueue:
     #: the queue said the entry changed: ask now
     changed: bool = False
     watcher: asyncio.Task | None = None
+
+
+@dataclass(slots=True)
+class _BeforeTurn:
+    """How things stood before the caller's last turn was answered, to answer it again when the
+    caller turns out to have gone on (``Utterance.continues``). Only while the answer was speech
+    alone (``undoable``): a form saved or a call handed over is not taken back."""
+
+    state: DialogueState
+    listen: Listen
+    turn: Turn
+    #: latencies measured before the answer
+    latencies: int
+    undoable: bool = True
 
 
 @dataclass(slots=True)
@@ -127,6 +140,7 @@ class CallSession:
         self._awaiting: _AwaitingReply | None = None
         self._bot_turns: dict[tuple[str, float], Turn] = {}
         self._in_queue: _InQueue | None = None
+        self._before_turn: _BeforeTurn | None = None
         self.asr_busy_s = 0.0
 
     @property
@@ -137,7 +151,7 @@ class CallSession:
         svc = self._svc
         self.report.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         stream = await svc.run_blocking(svc.engine.open_stream)
-        listener = Listener(stream, self._transport.sample_rate_hz, svc.run_blocking, svc.completeness,
+        listener = Listener(stream, self._transport.sample_rate_hz, svc.run_blocking, svc.policy.is_complete,
                             svc.listener_config)
         self._listener = listener
         try:
@@ -223,9 +237,21 @@ class CallSession:
             await self._dispatch(ev)
 
     async def _caller_turn(self, utt: Utterance) -> None:
-        turn = Turn("caller", utt.text, utt.start_s, utt.end_s, confidence=utt.confidence)
-        await self._add_turn(turn)
+        before = self._before_turn
+        if utt.continues and before is not None and before.undoable:
+            # The caller went on after a turn answered at a pause: that answer (cut short by the barge-in
+            # already) is taken back, and the whole turn is answered as if it had never been cut.
+            self._state, self._listen = before.state, before.listen
+            self._listener.expect(before.listen)
+            del self.report.latency_ms[before.latencies:]
+            turn = before.turn
+            turn.text, turn.end_s, turn.confidence, turn.intent = utt.text, utt.end_s, utt.confidence, None
+            await self._svc.recorder.turn_added(self.report, turn)
+        else:
+            turn = Turn("caller", utt.text, utt.start_s, utt.end_s, confidence=utt.confidence)
+            await self._add_turn(turn)
         self._awaiting = _AwaitingReply(utt.end_s, self._listener.timing.endpoint_wall_s)
+        self._before_turn = _BeforeTurn(self._state, self._listen, turn, len(self.report.latency_ms))
         await self._dispatch(utt)
 
     def _add_dtmf_turn(self, key: DtmfKey) -> None:
@@ -255,6 +281,8 @@ class CallSession:
     # ------------------------------------------------------------------ policy
 
     async def _dispatch(self, event: CallerEvent) -> None:
+        if not isinstance(event, Utterance):
+            self._before_turn = None
         self._events.append(event)
         await self._run_events()
 
@@ -267,6 +295,8 @@ class CallSession:
 
     async def _act(self, action: Action) -> None:
         svc = self._svc
+        if self._before_turn is not None and not isinstance(action, (Say, Listen, RecognizedIntent)):
+            self._before_turn.undoable = False
         match action:
             case Say():
                 pcm = await svc.run_blocking(svc.prompts.render, action.text)

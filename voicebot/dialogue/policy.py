@@ -38,6 +38,8 @@ _NBEST_INTENT_CONFIDENCE = 0.8
 
 #: intents that may interrupt a form question
 _FORM_COMMANDS = ("agent", "repeat", "goodbye", "complex_case")
+#: the completeness test of open speech in the menu (see Policy.is_complete)
+QUESTION_COMPLETE = "question"
 #: a queue timer that comes due this much early still counts (clocks tick in 20 ms frames)
 _TIMER_SLACK_S = 0.05
 #: the shortest queue timer the policy asks for
@@ -138,6 +140,19 @@ class Policy:
         self._command_matcher = IntentMatcher(
             commands, scenario.intent_threshold, scenario.concepts, [*scenario.off_topic, *others])
         self._today = today or date.today()
+
+    def is_complete(self, kind: str, text: str) -> bool:
+        """The listener's completeness test (``Listen.complete``): a form answer that parses, or a
+        question in the menu that is sure enough to answer at a pause. Only questions whose answer
+        is speech alone count, since a caller who goes on takes the answer back (the session
+        undoes the turn: see ``Utterance.continues``); a transfer or a goodbye waits for the
+        whole end-of-turn silence."""
+        if kind != QUESTION_COMPLETE:
+            return formfields.is_complete(kind, text)
+        threshold = self.scenario.complete_confidence
+        m = self.matcher.match(text)
+        return (threshold is not None and m.intent is not None and m.confidence >= threshold
+                and self.scenario.intent(m.intent).kind in ("answer", "repeat"))
 
     def initial_state(self) -> DialogueState:
         return DialogueState()
@@ -694,12 +709,16 @@ class Policy:
             return top
         for alt in utt.alternatives[1:3]:
             m = matcher.match(alt.text)
-            if m.intent is not None and m.confidence >= _NBEST_INTENT_CONFIDENCE:
+            # as sure of the words as of their meaning: a one-word change the recognizer thought
+            # half as likely as the top ("to the coast" -> "to the close") is not enough
+            heard = alt.confidence / utt.confidence if utt.confidence > 0 else 0.0
+            if m.intent is not None and m.confidence * heard >= _NBEST_INTENT_CONFIDENCE:
                 return m
         return top
 
     def _menu_listen(self) -> Listen:
-        return Listen("menu", no_input_s=self.scenario.no_input_s)
+        complete = None if self.scenario.complete_confidence is None else QUESTION_COMPLETE
+        return Listen("menu", complete=complete, complete_in_pause=True, no_input_s=self.scenario.no_input_s)
 
     def _form(self, s: DialogueState) -> Form:
         assert s.form is not None

@@ -109,6 +109,9 @@ class Scenario:
     off_topic: tuple[str, ...] = ()
     #: waiting for a person in a queue; None: a transfer hands the call over at once
     hold: QueueScript | None = None
+    #: a question recognised at least this sure at a pause in the caller's speech is answered
+    #: there, without waiting out the rest of the end-of-turn silence; None: always wait
+    complete_confidence: float | None = None
 
     def intent(self, intent_id: str) -> Intent:
         for i in self.intents:
@@ -200,6 +203,7 @@ def _build(raw: dict) -> Scenario:
         concepts={str(k): tuple(str(w).lower() for w in v) for k, v in raw.get("concepts", {}).items()},
         off_topic=tuple(str(e) for e in raw.get("off_topic", {}).get("examples", ())),
         hold=_queue(raw["queue"]) if "queue" in raw else None,
+        complete_confidence=float(head["complete_confidence"]) if "complete_confidence" in head else None,
     )
 
 
