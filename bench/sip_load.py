@@ -28,7 +28,14 @@ done; any other turn (the goodbye) waits out the endpointer's end-of-utterance s
 decode on this machine, and each step prints the CPU the service's processes, the phones and
 everything else on the machine used.
 
-Usage: .venv/bin/python bench/sip_load.py [--counts 1,5,10,15,20] [--limit-ms 800] [--stop-ms 4000]
+With ``--spread`` the callers of a step do not all dial at once but one after another across one
+round of their questions, each asking them twice before the goodbye, and only the turns that end
+while every one of them is on the line count: N calls in progress at random points of their
+dialogue, as a line with N calls up sees them, rather than N callers speaking in lock-step (which
+is the default: a burst, the worst case, where every turn end of a step falls within about a
+second and the decodes queue behind each other).
+
+Usage: .venv/bin/python bench/sip_load.py [--counts 1,5,10,15,20] [--spread] [--limit-ms 800] [--stop-ms 4000]
 """
 
 from __future__ import annotations
@@ -149,12 +156,14 @@ def percentile(values: list[float], q: float) -> float:
 # --------------------------------------------------------------------------- the calls
 
 
-def build_callers(outdir: Path) -> dict[tuple[int, str], CallerAudio]:
-    """Each voice's call, as baresip's microphone for each codec, with its utterance ends."""
+def build_callers(outdir: Path, rounds: int = 1) -> dict[tuple[int, str], CallerAudio]:
+    """Each voice's call, as baresip's microphone for each codec, with its utterance ends; the
+    questions asked ``rounds`` times before the goodbye."""
+    says = list(zip(SAYS[:-1], GAPS_S[:-1])) * rounds + [(SAYS[-1], GAPS_S[-1])]
     callers: dict[tuple[int, str], CallerAudio] = {}
     for n, (voice, rate_wpm, lead_s) in enumerate(VOICES):
         spec = {"id": f"load{n}", "voice": voice, "rate": rate_wpm, "lead": lead_s,
-                "steps": [{"say": text, "gap": gap} for text, gap in zip(SAYS, GAPS_S)]}
+                "steps": [{"say": text, "gap": gap} for text, gap in says]}
         wav = build_call(spec, outdir)
         for codec in ("G722", "PCMU"):
             mic = mic_wav(wav, outdir / f"load{n}.{codec}.wav", codec)
@@ -267,8 +276,9 @@ def cpu_between(before: dict[str, float], after: dict[str, float]) -> CpuUse:
 
 
 async def run_step(svc: ServiceProcess, step: int, count: int, callers: dict[tuple[int, str], CallerAudio],
-                   workdir: Path) -> StepResult:
-    """``count`` callers at once; their calls measured and read back."""
+                   workdir: Path, *, spread_s: float = 0.0, rounds: int = 1) -> StepResult:
+    """``count`` callers, dialling ``spread_s / count`` apart; their calls measured and read back. With
+    a spread only the turns that end while all of them are up count."""
     result = StepResult(count)
     plan: list[tuple[BaresipAgent, CallerAudio, str]] = []
     for i in range(count):
@@ -284,16 +294,28 @@ async def run_step(svc: ServiceProcess, step: int, count: int, callers: dict[tup
     try:
         await asyncio.gather(*(p.start() for p in phones))
         before = cpu_snapshot(svc.proc.pid, [p.pid for p in phones if p.pid])
-        await asyncio.gather(*(p.dial(svc.uri + (";transport=tcp" if t == "tcp" else "")) for p, _, t in plan))
+        loop = asyncio.get_running_loop()
+        dialled: dict[int, float] = {}
+
+        async def dial(i: int, phone: BaresipAgent, transport: str) -> None:
+            await asyncio.sleep(i * spread_s / count)
+            dialled[i] = loop.time()
+            await phone.dial(svc.uri + (";transport=tcp" if transport == "tcp" else ""))
+
+        await asyncio.gather(*(dial(i, p, t) for i, (p, _, t) in enumerate(plan)))
         longest_s = max(float(c.speech_ends_s[-1]) for _, c, _ in plan) + GAPS_S[-1]
-        await asyncio.gather(*(p.wait_event("CALL_CLOSED", longest_s + 120) for p in phones),
+        await asyncio.gather(*(p.wait_event("CALL_CLOSED", longest_s + spread_s + 120) for p in phones),
                              return_exceptions=True)
         result.cpu = cpu_between(before, cpu_snapshot(svc.proc.pid, [p.pid for p in phones if p.pid]))
     finally:
         await asyncio.gather(*(p.stop() for p in phones), return_exceptions=True)
     records = await stored_records(svc, {p.user for p in phones})
-    loop = asyncio.get_running_loop()
-    for phone, caller, _ in plan:
+    # the turns that count: those ending while every caller is on the line (all of them without a spread)
+    all_up_s = (max(dialled.values()), min(dialled[i] + float(c.speech_ends_s[-1]) for i, (_, c, _) in enumerate(plan)))
+    for i, (phone, caller, _) in enumerate(plan):
+        counted = [all_up_s[0] <= dialled[i] + end_s <= all_up_s[1] for end_s in caller.speech_ends_s]
+        if not spread_s:
+            counted = [True] * len(counted)
         if any(e.type == "CALL_ESTABLISHED" for e in phone.events):
             result.established += 1
         if refused := phone.refused():
@@ -301,8 +323,8 @@ async def run_step(svc: ServiceProcess, step: int, count: int, callers: dict[tup
         heard = phone.heard()
         wire: list[float] = []
         if heard is not None:
-            wire, missing, talked_over = await loop.run_in_executor(None, reply_latencies_ms, heard,
-                                                                    caller.speech_ends_s)
+            ends_s = tuple(e for e, keep in zip(caller.speech_ends_s, counted) if keep)
+            wire, missing, talked_over = await loop.run_in_executor(None, reply_latencies_ms, heard, ends_s)
             result.missing_replies += missing
             result.talked_over += talked_over
         result.wire_ms += wire
@@ -311,10 +333,12 @@ async def run_step(svc: ServiceProcess, step: int, count: int, callers: dict[tup
             continue
         result.call_s.append(float(record["duration_s"]))
         server = [float(x) for x in record["latency_ms"]]
+        if len(server) == len(counted):
+            server = [x for x, keep in zip(server, counted) if keep]
         result.server_ms += server
         if len(server) == len(wire):
             result.wire_minus_server_ms += [w - s for w, s in zip(wire, server)]
-        if record["outcome"] == "completed" and record["intents"] == EXPECTED_INTENTS:
+        if record["outcome"] == "completed" and record["intents"] == EXPECTED_INTENTS * rounds:
             result.correct += 1
     result.load = os.getloadavg()[0]
     result.underruns = int(metric_total(await svc.metrics(), "voicebot_audio_underruns_total") - underruns_before)
@@ -442,6 +466,8 @@ async def main() -> None:
     ap.add_argument("--limit-ms", type=float, default=800.0, help="p95 turn latency that passes")
     ap.add_argument("--stop-ms", type=float, default=4000.0, help="stop once the wire p95 passes this")
     ap.add_argument("--no-profile", action="store_true", help="skip the in-process recognizer profile")
+    ap.add_argument("--spread", action="store_true",
+                    help="callers dial one after another across a round of their questions (see above)")
     ap.add_argument("--no-warm-up", action="store_true",
                     help="measure a fresh service: no round of short calls first (see warm_up)")
     args = ap.parse_args()
@@ -450,7 +476,11 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     with tempfile.TemporaryDirectory(prefix="voicebot-sip-load-") as tmp:
         workdir = Path(tmp)
-        callers = await loop.run_in_executor(None, build_callers, workdir / "calls")
+        rounds = 2 if args.spread else 1
+        callers = await loop.run_in_executor(None, build_callers, workdir / "calls", rounds)
+        # one round of questions: from the first question's end to the same question's end in round two
+        first = next(iter(callers.values())).speech_ends_s
+        spread_s = first[len(SAYS) - 1] - first[0] if args.spread else 0.0
         finals_ms = [] if args.no_profile else await loop.run_in_executor(None, profile_final_decode, callers)
         svc = ServiceProcess(workdir, loopback_config(workdir / "data", max_calls=max(counts)))
         results: list[StepResult] = []
@@ -472,9 +502,13 @@ async def main() -> None:
                 print(f"warm-up: {max(counts)} calls at once on the fresh service; the greeting began"
                       f" p50 {percentile(greeted_s, 0.5):.1f} s, max {max(greeted_s):.1f} s after the answer"
                       "\n")
+            if args.spread:
+                print(f"spread: each step's callers dial {spread_s:.0f} s apart in all, ask their questions twice,"
+                      " and the turns that end while all of them are on the line count\n")
             print(HEADER.format(cores=os.cpu_count()))
             for step, count in enumerate(counts):
-                result = await run_step(svc, step, count, callers, workdir / f"step{step:02d}")
+                result = await run_step(svc, step, count, callers, workdir / f"step{step:02d}",
+                                        spread_s=spread_s, rounds=rounds)
                 results.append(result)
                 print(row(result, args.limit_ms), flush=True)
                 if percentile(heard_ms(result), 0.95) > args.stop_ms or result.refused:

@@ -61,7 +61,7 @@ class ListenSettings:
     #: question the scenario's ``complete_confidence`` is sure of), at the price of a second decode
     #: when the caller goes on after such a pause
     decode_ahead: bool = True
-    ahead_silence_ms: int = 200
+    ahead_silence_ms: int = 300
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,15 +32,20 @@ class ListenerConfig:
     #: silence after the last voiced frame that the recognizer still hears (None: all of it);
     #: the rest of the end-of-turn silence would only cost decoding time
     trailing_silence_ms: int | None = 300
-    #: decode a turn as soon as the recognizer has heard ``ahead_silence_ms`` of its silence, while
+    #: decode a turn as soon as the recognizer has heard its silence (``trailing_silence_ms``; a turn
+    #: that may be answered at the pause, ``Listen.complete_in_pause``: ``ahead_silence_ms``), while
     #: the endpointer still waits for the rest: the caller waits for the decode only beyond that
-    #: wait, and not for the rest at all when the decode is complete (``Listen.complete_in_pause``).
+    #: wait, and not for the rest at all when the decode is complete.
     #: A caller who goes on after such a pause has the turn decoded again, from its start (by a
     #: recognizer that has adapted to its first part once already, so the words can come out a
     #: little differently than without the first decode; replay decodes ahead too, so a replayed
     #: call still decides as the live one did).
     decode_ahead: bool = True
-    ahead_silence_ms: int = 200
+    #: 200 ms answers one call's questions within 500 ms on a 2-core machine, but the recognizer then
+    #: hears the pause repeated to ``trailing_silence_ms``, which changes what it learns of the
+    #: caller's voice a little: enough to flip a borderline identity code later in a G.722 sample
+    #: call (docs/sip.md)
+    ahead_silence_ms: int = 300
 
 
 @dataclass(slots=True)
@@ -66,6 +71,8 @@ class _Ahead:
     """A turn decoded before its end was certain."""
 
     recognition: Recognition
+    #: how much of the pause the recognizer heard
+    pause_bytes: int
     #: wall time the decode took
     decode_s: float
     #: where in the call's audio it was made
@@ -192,19 +199,23 @@ class Listener:
             if voiced or self._tail_bytes is None:
                 if self._ahead is not None:
                     # the caller went on after the turn was decoded: all of it again, pause included
-                    self._ahead = None
-                    self._pending, self._heard = self._heard + self._held[self._ahead_bytes:], bytearray()
+                    fed, self._ahead = self._ahead.pause_bytes, None
+                    self._pending, self._heard = self._heard + self._held[fed:], bytearray()
                 else:
                     self._pending += self._held
                 self._pending += ep.pcm
                 self._held.clear()
             else:
                 self._held += ep.pcm
-                if (self._cfg.decode_ahead and self._ahead is None and not self._streaming
-                        and frame_end_s is not None and len(self._held) >= self._ahead_bytes):
+                # only a turn that may be answered at the pause is decoded before the recognizer has all the
+                # silence it hears at a turn's end: the shorter pause changes what it learns of the caller's
+                # voice a little, and a borderline identity code later in the call with it
+                pause_bytes = self._ahead_bytes if self._expect.complete_in_pause else self._tail_bytes
+                if (self._cfg.decode_ahead and self._ahead is None and not self._streaming and pause_bytes
+                        and frame_end_s is not None and len(self._held) >= pause_bytes):
                     t0 = self.asr_busy_s
-                    recognition = await self._timed(self._finish_ahead)
-                    self._ahead = _Ahead(recognition, self.asr_busy_s - t0, frame_end_s)
+                    recognition = await self._timed(self._finish_ahead, pause_bytes)
+                    self._ahead = _Ahead(recognition, pause_bytes, self.asr_busy_s - t0, frame_end_s)
                     kind = self._expect.complete
                     if kind is not None and self._complete(kind, recognition.text):
                         # on_frame ends the turn now: this pause is longer than complete_pause_ms
@@ -232,8 +243,8 @@ class Listener:
         expires_s = ep.at_s + self._cfg.endpointer.end_silence_ms / 1000
         if self._expect.complete_in_pause:
             # answered now; a caller who goes on before the silence would have ended the turn continues it
-            self._early = _EarlyEnd(None, self._speech_start_s, self._heard + self._held[self._ahead_bytes:],
-                                    expires_s)
+            fed = ahead.pause_bytes if ahead is not None else 0
+            self._early = _EarlyEnd(None, self._speech_start_s, self._heard + self._held[fed:], expires_s)
             self._heard = bytearray()
             return [utterance]
         if any(self._complete(kind, a.text) for a in recognition.alternatives):
@@ -263,10 +274,10 @@ class Listener:
         self._held.clear()
         return self._decode()
 
-    def _finish_ahead(self) -> Recognition:
-        """The turn's words at a pause of ``ahead_silence_ms``; the pause stays held, for a caller who
-        goes on. The recognizer hears as much silence as at a turn's end: the pause, repeated."""
-        pause = bytes(self._held[: self._ahead_bytes])
+    def _finish_ahead(self, pause_bytes: int) -> Recognition:
+        """The turn's words at a pause; the pause stays held, for a caller who goes on. The recognizer
+        hears as much silence as at a turn's end: the pause, repeated."""
+        pause = bytes(self._held[:pause_bytes])
         self._pending += pause
         pad_bytes = max(0, (self._tail_bytes or 0) - len(pause))
         return self._decode((pause * (pad_bytes // max(1, len(pause)) + 1))[:pad_bytes])
