@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import random
 import re
-import signal
 import shutil
 import socket
 import subprocess
@@ -27,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from voicebot.audio.wav import load_wav, write_wav
+from voicebot.child_process import die_with_parent
 
 BARESIP = shutil.which("baresip")
 MODULES_DIR = Path("/usr/lib/baresip/modules")
@@ -35,7 +34,6 @@ CODECS = {"G722": "G722/16000/1", "PCMU": "PCMU/8000/1", "PCMA": "PCMA/8000/1"}
 CODEC_RATE_HZ = {"G722": 16000, "PCMU": 8000, "PCMA": 8000}
 #: no test call lasts longer
 MAX_LIFE_S = 900
-PR_SET_PDEATHSIG = 1
 #: where free_port() picks ports: below the kernel's ephemeral range (32768 up), whose free ports a
 #: process binding "any port" (the service's workers, PJSIP's RTP, any client) may take between our
 #: choice and baresip's start (seen: "SIP Transport failed: Address already in use"), and below
@@ -47,14 +45,6 @@ LOUD_DBFS = -50.0
 HEARING_FRAME_S = 0.010
 #: how often a patient caller's ears look at what it heard
 HEARING_POLL_S = 0.25
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the test process dies (Linux)."""
-    try:
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 def free_port(*, udp: bool = False, tcp_after: int = 0) -> int:
@@ -237,16 +227,13 @@ class BaresipAgent:
         return None
 
     async def start(self) -> None:
-        # SIGTERM when the test process dies. setpriv (util-linux) sets that up between fork and exec;
-        # a preexec_fn would make Python fork the whole test process, which took over 0.3 s of the
-        # loop's own CPU late in a CI run (the loop guard failed the test)
-        setpriv = shutil.which("setpriv")
+        # SIGTERM when the test process dies
+        prefix, preexec = die_with_parent()
         with open(self.dir / "baresip.log", "wb") as log:
             # -t: a phone left over by a crashed test run quits by itself
             self._proc = await asyncio.create_subprocess_exec(
-                *([setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []),
-                BARESIP, "-f", str(self.dir), "-t", str(MAX_LIFE_S), stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, preexec_fn=None if setpriv else _die_with_parent)
+                *prefix, BARESIP, "-f", str(self.dir), "-t", str(MAX_LIFE_S), stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec)
         for _ in range(100):
             try:
                 reader, self._writer = await asyncio.open_connection("127.0.0.1", self.ctrl_port)

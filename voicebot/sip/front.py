@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
 import functools
 import hashlib
 import ipaddress
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from voicebot.child_process import die_with_parent
 from voicebot.sip.settings import (
     SIP_PORT, SIP_TLS_PORT, SIP_URI, SipError, SipSettings, default_sip_port, split_host_port,
 )
@@ -49,7 +49,6 @@ WORKER_SIDE_HOST = "127.0.0.1"
 #: what the front logs a block as (the ``kind`` in "blocked KIND from ...")
 BLOCK_KINDS = ("rate_limit", "scanner", "malformed", "unknown_user", "foreign_domain", "auth_failed",
                "relay_refused")
-PR_SET_PDEATHSIG = 1
 #: Kamailio's log levels -> Python's; Kamailio's info/notice chatter is debug here
 _LEVELS = {"ALERT": logging.CRITICAL, "BUG": logging.CRITICAL, "CRITICAL": logging.CRITICAL,
            "ERROR": logging.ERROR, "WARNING": logging.WARNING, "NOTICE": logging.DEBUG,
@@ -385,13 +384,12 @@ async def open_front(settings: SipSettings, workers: Sequence[WorkerAddress], ru
                                                              list_path: render_dispatcher_list(workers)})
     command = [program, "-DD", "-E", "-f", str(config_path), "-P", str(run_dir / "kamailio.pid"),
                "-Y", str(run_dir), "-w", str(run_dir), "-m", str(options.shm_mb), "-M", str(options.pkg_mb)]
-    # Kamailio gets SIGTERM when this process dies: setpriv (util-linux) sets that up between fork
-    # and exec without running Python in the child, which is not safe in a process with threads.
-    setpriv = shutil.which("setpriv")
+    # Kamailio gets SIGTERM when this process dies
+    prefix, preexec = die_with_parent()
     proc = await asyncio.create_subprocess_exec(
-        *([setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []), *command,
+        *prefix, *command,
         stdin=subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        preexec_fn=None if setpriv else _die_with_parent, start_new_session=True)
+        preexec_fn=preexec, start_new_session=True)
     front = Front(WORKER_SIDE_HOST, settings.port, config_path, proc.pid, _proc=proc)
     tail: collections.deque[str] = collections.deque(maxlen=40)
     reader = asyncio.ensure_future(_read_log(proc, front, tail))
@@ -499,14 +497,6 @@ async def _stop(proc: asyncio.subprocess.Process, timeout_s: float) -> None:
         # its own session (start_new_session): the group is Kamailio's main process and children
         os.killpg(proc.pid, signal.SIGKILL)
     await proc.wait()
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the Python process dies (Linux)."""
-    try:
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 def _check_port_free(settings: SipSettings) -> None:

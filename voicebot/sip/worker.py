@@ -15,13 +15,13 @@ worker prints ``READY <port>`` once it answers calls, and dies with the service.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
 import sys
 
 from voicebot.app import open_runtime, service_queue
+from voicebot.child_process import set_death_signal
 from voicebot.errors import VoicebotError
 from voicebot.metrics import CallMetrics
 from voicebot.sip.pool import READY, WorkerSpec, decode_spec
@@ -30,8 +30,6 @@ from voicebot.storage import open_store
 from voicebot.storage.recorder import StoreRecorder
 
 log = logging.getLogger("voicebot.sip.worker")
-
-PR_SET_PDEATHSIG = 1
 
 
 class Commands:
@@ -97,11 +95,8 @@ def _read_spec_line() -> bytes:
 def main() -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    try:
-        # The service is gone (a kill -9 or a crash): go too, at once; its next start recovers our calls.
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+    # The service is gone (a kill -9 or a crash): go too, at once; its next start recovers our calls.
+    set_death_signal(signal.SIGKILL)
     spec = decode_spec(_read_spec_line())
     logging.basicConfig(level=spec.log_level, stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s worker{spec.index} %(name)s: %(message)s")
