@@ -310,12 +310,11 @@ async def run_step(svc: ServiceProcess, step: int, count: int, callers: dict[tup
     finally:
         await asyncio.gather(*(p.stop() for p in phones), return_exceptions=True)
     records = await stored_records(svc, {p.user for p in phones})
-    # the turns that count: those ending while every caller is on the line (all of them without a spread)
-    all_up_s = (max(dialled.values()), min(dialled[i] + float(c.speech_ends_s[-1]) for i, (_, c, _) in enumerate(plan)))
+    # the turns that count: with a spread, those ending while every caller is on the line
+    first_hangup_s = min(dialled[i] + float(c.speech_ends_s[-1]) for i, (_, c, _) in enumerate(plan))
     for i, (phone, caller, _) in enumerate(plan):
-        counted = [all_up_s[0] <= dialled[i] + end_s <= all_up_s[1] for end_s in caller.speech_ends_s]
-        if not spread_s:
-            counted = [True] * len(counted)
+        counted = [not spread_s or max(dialled.values()) <= dialled[i] + end_s <= first_hangup_s
+                   for end_s in caller.speech_ends_s]
         if any(e.type == "CALL_ESTABLISHED" for e in phone.events):
             result.established += 1
         if refused := phone.refused():

@@ -56,11 +56,13 @@ class ListenSettings:
     min_speech_ms: int = 120
     #: pause after an answer that is already complete (a yes, a whole ID) before the turn ends
     complete_pause_ms: int = 100
-    #: decode a turn once the recognizer has heard ``ahead_silence_ms`` of its end silence, while
-    #: the rest of that silence runs: less for the caller to wait (nothing more at all for a
-    #: question the scenario's ``complete_confidence`` is sure of), at the price of a second decode
-    #: when the caller goes on after such a pause
+    #: decode a turn once the recognizer has heard the part of its end silence it uses, while the
+    #: rest of that silence runs: less for the caller to wait, at the price of a second decode when
+    #: the caller goes on after such a pause
     decode_ahead: bool = True
+    #: in the menu, decode this far into a pause: a question the scenario's ``complete_confidence``
+    #: is sure of is answered then, without waiting out the rest of the silence (200 is faster; see
+    #: ListenerConfig for why it is not the default)
     ahead_silence_ms: int = 300
 
 

@@ -134,6 +134,11 @@ class Listener:
         return self._expect.complete is not None and not self._expect.complete_in_pause
 
     @property
+    def _answerable_at_pause(self) -> bool:
+        """The turn decoded at a pause may be complete, and then ends there."""
+        return self._expect.complete is not None and self._expect.complete_in_pause
+
+    @property
     def in_speech(self) -> bool:
         return self._endpointer.in_speech
 
@@ -210,7 +215,7 @@ class Listener:
                 # only a turn that may be answered at the pause is decoded before the recognizer has all the
                 # silence it hears at a turn's end: the shorter pause changes what it learns of the caller's
                 # voice a little, and a borderline identity code later in the call with it
-                pause_bytes = self._ahead_bytes if self._expect.complete_in_pause else self._tail_bytes
+                pause_bytes = self._ahead_bytes if self._answerable_at_pause else self._tail_bytes
                 if (self._cfg.decode_ahead and self._ahead is None and not self._streaming and pause_bytes
                         and frame_end_s is not None and len(self._held) >= pause_bytes):
                     t0 = self.asr_busy_s
@@ -241,7 +246,7 @@ class Listener:
         if not ended_early or kind is None:
             return [utterance]
         expires_s = ep.at_s + self._cfg.endpointer.end_silence_ms / 1000
-        if self._expect.complete_in_pause:
+        if self._answerable_at_pause:
             # answered now; a caller who goes on before the silence would have ended the turn continues it
             fed = ahead.pause_bytes if ahead is not None else 0
             self._early = _EarlyEnd(None, self._speech_start_s, self._heard + self._held[fed:], expires_s)
